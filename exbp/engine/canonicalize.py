@@ -1,0 +1,203 @@
+"""Rewriting the graph before the walk so that the rules stay simple.
+
+* Identity and (inference-mode) Dropout are removed; their consumers read the input directly.
+* Gemm's ``alpha`` is folded into its constant operand, so the linear rule never sees it.
+* A per-output-channel affine op — BatchNormalization, or Mul/Add/Sub/Div by a per-channel
+  constant — that is the only consumer of a Conv or Gemm with constant weights is folded into that
+  op. A model exported with and without BN folding then gives the same maps: the folded weight
+  ``W·γ/σ`` decides which contributions are positive. (Caffe and TorchRay pass BN through as identity;
+  the two differ only in channels whose BN scale is negative.) An affine op that cannot be folded
+  stays, and its rule passes the signal through.
+
+The recording still runs the user's original model; every tensor the canonical graph keeps exists
+there with the same values. A removed tensor carries the same signal as the tensor it was merged
+into, which ``aliases`` records so that a user may still name it as the map layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .graph import Graph, Node
+
+
+@dataclass(frozen=True)
+class CanonicalGraph:
+    graph: Graph
+    aliases: Mapping[str, str]   # removed tensor -> kept tensor with the same signal
+
+    def resolve(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+
+def canonicalize(graph: Graph) -> CanonicalGraph:
+    nodes = list(graph.nodes)
+    constants = dict(graph.constants)
+    aliases: dict[str, str] = {}
+    protected = {graph.output_name}
+
+    nodes = _drop_pass_through(nodes, aliases, protected)
+    nodes = [_fold_gemm_alpha(node, constants) for node in nodes]
+    nodes = _fold_affine_into_linear(nodes, constants, aliases, protected)
+
+    canonical = graph.with_nodes(nodes, constants)
+    return CanonicalGraph(graph=canonical, aliases=aliases)
+
+
+def _drop_pass_through(nodes, aliases, protected):
+    kept = []
+    renames: dict[str, str] = {}
+    used = {name for node in nodes for name in node.inputs}
+    for node in nodes:
+        node = _renamed_inputs(node, renames)
+        droppable = (node.op_type == "Identity" or (
+            node.op_type == "Dropout" and not node.attrs.get("training_mode")
+            and (len(node.outputs) < 2 or node.outputs[1] not in used)))
+        if droppable and node.domain == "" and node.outputs[0] not in protected:
+            renames[node.outputs[0]] = node.inputs[0]
+            aliases[node.outputs[0]] = node.inputs[0]
+        else:
+            kept.append(node)
+    return kept
+
+
+def _renamed_inputs(node: Node, renames: Mapping[str, str]) -> Node:
+    if not any(name in renames for name in node.inputs):
+        return node
+    return node.with_changes(inputs=tuple(renames.get(name, name) for name in node.inputs))
+
+
+def _fold_gemm_alpha(node: Node, constants: dict) -> Node:
+    alpha = node.attrs.get("alpha", 1.0)
+    if node.op_type != "Gemm" or alpha == 1.0:
+        return node
+    for index in (1, 0):
+        name = node.inputs[index]
+        if name in constants:
+            folded = _unique(f"{name}::alpha", constants)
+            constants[folded] = (constants[name] * np.float32(alpha)).astype(constants[name].dtype)
+            inputs = list(node.inputs)
+            inputs[index] = folded
+            return node.with_changes(inputs=tuple(inputs), attrs={**node.attrs, "alpha": 1.0})
+    return node
+
+
+def _fold_affine_into_linear(nodes, constants, aliases, protected):
+    while True:
+        producer = {out: node for node in nodes for out in node.outputs}
+        consumers: dict[str, list[Node]] = {}
+        for node in nodes:
+            for name in node.inputs:
+                consumers.setdefault(name, []).append(node)
+        for affine in nodes:
+            linear = producer.get(_affine_source(affine, constants))
+            if (linear is None or linear.outputs[0] in protected
+                    or len(consumers.get(linear.outputs[0], ())) != 1):
+                continue
+            layout = _output_layout(linear, constants)
+            scale_shift = layout and _per_channel_affine(affine, constants, *layout)
+            folded = scale_shift and _folded_linear(linear, *scale_shift, affine.outputs[0], constants)
+            if folded:
+                aliases[linear.outputs[0]] = affine.outputs[0]
+                nodes = [folded if n is linear else n for n in nodes if n is not affine]
+                break
+        else:
+            return nodes
+
+
+def _affine_source(affine: Node, constants) -> str | None:
+    """The activation input of a candidate affine op (BN, or arithmetic with one constant)."""
+    if affine.domain != "" or len(affine.outputs) != 1 or not affine.inputs:
+        return None
+    if affine.op_type == "BatchNormalization":
+        return affine.inputs[0]
+    if affine.op_type in ("Mul", "Add", "Sub", "Div") and affine.inputs[1] in constants:
+        return affine.inputs[0]
+    if affine.op_type in ("Mul", "Add") and affine.inputs[0] in constants:
+        return affine.inputs[1]
+    return None
+
+
+def _output_layout(linear: Node, constants) -> tuple[int, int] | None:
+    """(channels, rank) of the output of a Conv or Gemm whose weights are constant, else None."""
+    if linear.domain != "" or len(linear.inputs) < 2 or linear.inputs[1] not in constants:
+        return None
+    weight = constants[linear.inputs[1]]
+    if linear.op_type == "Conv":
+        return weight.shape[0], weight.ndim
+    if linear.op_type == "Gemm" and linear.inputs[0] not in constants and not linear.attrs["transA"]:
+        return (weight.shape[0] if linear.attrs["transB"] else weight.shape[1]), 2
+    return None
+
+
+def _per_channel_affine(affine: Node, constants, channels: int, output_rank: int):
+    """(scale, shift) per channel if ``affine`` is y = x·scale + shift per channel, else None."""
+    if affine.op_type == "BatchNormalization":
+        if affine.attrs.get("training_mode") or not all(n in constants for n in affine.inputs[1:5]):
+            return None
+        gamma, beta, mean, var = (constants[n].astype(np.float64) for n in affine.inputs[1:5])
+        scale = gamma / np.sqrt(var + affine.attrs["epsilon"])
+        return scale, beta - mean * scale
+    constant = next(name for name in affine.inputs if name in constants)
+    value = _per_channel_vector(constants[constant], channels, output_rank)
+    if value is None:
+        return None
+    ones, zeros = np.ones(channels), np.zeros(channels)
+    return {"Mul": (value, zeros), "Div": (1.0 / value, zeros),
+            "Add": (ones, value), "Sub": (ones, -value)}[affine.op_type]
+
+
+def _per_channel_vector(value: np.ndarray, channels: int, output_rank: int) -> np.ndarray | None:
+    """The constant as one value per channel if it broadcasts against an output of shape
+    (N, channels, ...) of rank ``output_rank`` without changing it, else None."""
+    if value.dtype.kind != "f" or value.ndim > output_rank:
+        return None
+    dims = (1,) * (output_rank - value.ndim) + value.shape
+    if dims[1] not in (1, channels) or any(d != 1 for i, d in enumerate(dims) if i != 1):
+        return None
+    return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,)).copy()
+
+
+def _folded_linear(linear: Node, scale, shift, output: str, constants) -> Node | None:
+    weight = constants[linear.inputs[1]].astype(np.float64)
+    if linear.op_type == "Conv":
+        weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+        bias_scale = 1.0
+    else:  # Gemm: an output channel is a column of B, or a row when transB; the bias is beta·C
+        weight = weight * (scale[:, None] if linear.attrs["transB"] else scale[None, :])
+        bias_scale = linear.attrs["beta"]
+    bias = _constant_bias(linear, constants, scale.shape[0], bias_scale)
+    if bias is None:
+        return None
+    dtype = constants[linear.inputs[1]].dtype
+    weight_name = _unique(f"{linear.inputs[1]}::folded", constants)
+    bias_name = _unique(f"{linear.name}::folded_bias", constants)
+    constants[weight_name] = weight.astype(dtype)
+    constants[bias_name] = (bias * scale + shift).astype(dtype)
+    attrs = {**linear.attrs, "beta": 1.0} if linear.op_type == "Gemm" else linear.attrs
+    return linear.with_changes(inputs=(linear.inputs[0], weight_name, bias_name),
+                               outputs=(output,), attrs=attrs)
+
+
+def _constant_bias(linear: Node, constants, channels: int, scale: float) -> np.ndarray | None:
+    """The op's bias input (index 2) as one value per channel, zeros if absent, None if it is
+    not a per-channel constant."""
+    if len(linear.inputs) <= 2 or not linear.inputs[2]:
+        return np.zeros(channels)
+    bias = constants.get(linear.inputs[2])
+    if bias is None or bias.size not in (1, channels) or (bias.size > 1 and bias.shape[-1] != channels):
+        return None
+    return np.broadcast_to(bias.astype(np.float64).reshape(-1) * scale, (channels,)).copy()
+
+
+def _unique(name: str, taken) -> str:
+    candidate, suffix = name, 1
+    while candidate in taken:
+        suffix += 1
+        candidate = f"{name}{suffix}"
+    return candidate

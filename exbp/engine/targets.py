@@ -1,0 +1,70 @@
+"""Targets and the top-down signal at the logits (REFERENCE §2).
+
+For logits of shape (N, classes) the signal of target t is a one-hot of mass 1. For a fully
+convolutional head, logits (N, classes, *spatial), it is ``exp(logit)`` of class t normalised over
+the spatial positions (a softmax over positions, as Caffe's pointing-game code and TorchRay's
+pointing gradient do); for a 1×1 output that is again 1.
+"""
+
+from __future__ import annotations
+
+import re
+from numbers import Integral
+
+import numpy as np
+
+from ..errors import TargetError
+
+_TOP_K = re.compile(r"^top(\d+)$")
+
+
+def class_scores(logits: np.ndarray) -> np.ndarray:
+    """(N, classes): spatial logits are scored by their maximum over positions."""
+    return logits if logits.ndim == 2 else logits.reshape(logits.shape[:2] + (-1,)).max(axis=-1)
+
+
+def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
+    """Targets as an int64 array (N, K).
+
+    ``targets``: an int; a list of ints (the same for every image); an (N, K) array-like of ints
+    (per image); or "top1", "top5", "topK" (the K highest-scoring classes of each image)."""
+    scores = class_scores(logits)
+    images, classes = scores.shape
+    if isinstance(targets, str):
+        match = _TOP_K.match(targets)
+        if not match or not 1 <= int(match.group(1)) <= classes:
+            raise TargetError(f"unknown target {targets!r}; use a class index (0 to {classes - 1}), "
+                              f"a list of them, or 'top1' ... 'top{classes}'")
+        return np.argsort(-scores, axis=1, kind="stable")[:, :int(match.group(1))].astype(np.int64)
+    if isinstance(targets, Integral) and not isinstance(targets, bool):
+        targets = [int(targets)]
+    array = np.asarray(targets)
+    if array.dtype == bool or array.dtype.kind not in "iu" or array.ndim not in (1, 2) or array.size == 0:
+        raise TargetError(f"targets must be class indices (an int, a list of ints, or an (N, K) "
+                          f"array) or 'top1'/'top5'; got {targets!r}")
+    if array.ndim == 1:
+        array = np.broadcast_to(array, (images, array.size))
+    elif array.shape[0] != images:
+        raise TargetError(f"per-image targets have {array.shape[0]} rows for {images} images")
+    out_of_range = array[(array < 0) | (array >= classes)]
+    if out_of_range.size:
+        raise TargetError(f"target class {int(out_of_range[0])} is out of range; the model has "
+                          f"{classes} classes (0 to {classes - 1})")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def top_signal(xp, logits, targets: np.ndarray):
+    """The signal at the logits, (K, N, classes, *spatial), for targets (N, K)."""
+    images, count = targets.shape
+    signal = xp.zeros((count,) + tuple(logits.shape), dtype=xp.float32)
+    rows = xp.asarray(np.repeat(np.arange(count), images))
+    columns = xp.asarray(np.tile(np.arange(images), count))
+    classes = xp.asarray(targets.T.reshape(-1))
+    if logits.ndim == 2:
+        signal[rows, columns, classes] = 1.0
+        return signal
+    chosen = logits[columns, classes].reshape(rows.size, -1)          # (K·N, positions)
+    weights = xp.exp(chosen - chosen.max(axis=1, keepdims=True))
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    signal[rows, columns, classes] = weights.reshape((rows.size,) + tuple(logits.shape[2:]))
+    return signal

@@ -1,0 +1,67 @@
+"""Ops that merge activations: Add/Sum (residual connections) and Mul (gates).
+
+Add/Sum of activations shares each output's signal among the inputs by positive contribution,
+
+    P_k = P · x_k⁺ / Σ_m x_m⁺        (0 where the sum is 0)
+
+which equals Caffe's final code and TorchRay's ``x_k / Σ x_m`` when every input is ≥ 0, and unlike
+them stays non-negative (TorchRay gives NaN, its issue #18) when a branch is negative. Constant
+operands are biases and receive nothing; with a single activation the signal passes through.
+
+Mul of two activations is a gate (squeeze-and-excitation, SiLU written as ``x·sigmoid(x)``): all of
+the signal goes to the input that is not the gate, the gate being the output of a Sigmoid,
+HardSigmoid or Tanh (Mish's ``x·tanh(softplus(x))``). Mul by a constant passes through.
+"""
+
+from __future__ import annotations
+
+from .broadcasting import unbroadcast
+from .elementwise import pass_to_receivers
+from .registry import activation_inputs, rule
+
+GATE_OPS = ("Sigmoid", "HardSigmoid", "Tanh")
+
+
+def _activation_names(node, graph):
+    return tuple(node.inputs[i] for i in activation_inputs(node, graph))
+
+
+def _split_values(node, graph):
+    names = _activation_names(node, graph)
+    return names if len(names) > 1 else ()
+
+
+@rule("Add", "Sum", signal_inputs=activation_inputs, reads_values=_split_values,
+      reads_shapes=_activation_names)
+def add_rule(node, tensors, signals, receivers):
+    activations = [i for i, name in enumerate(node.inputs) if name and not tensors.is_constant(name)]
+    if len(activations) == 1:
+        return pass_to_receivers(node, tensors, signals, receivers)
+    xp = tensors.xp
+    positive = {i: xp.maximum(tensors.value(node.inputs[i]), 0) for i in activations}
+    total = sum(positive.values())
+    inverse = xp.where(total > 0, 1 / xp.where(total > 0, total, 1), 0)
+    scaled = signals[0] * inverse
+    return [unbroadcast(scaled * positive[i], tensors.shape(node.inputs[i])) for i in receivers]
+
+
+def _non_gate_input(node, graph):
+    activations = activation_inputs(node, graph)
+    if len(activations) < 2:
+        return activations
+    non_gates = tuple(i for i in activations
+                      if getattr(graph.producer.get(node.inputs[i]), "op_type", None) not in GATE_OPS)
+    return non_gates if len(non_gates) == 1 else ()
+
+
+def _mul_refusal(node, graph):
+    if len(activation_inputs(node, graph)) > 1 and not _non_gate_input(node, graph):
+        return ("Mul of two run-time tensors is supported only as a gate, where exactly one input "
+                f"is the output of {', '.join(GATE_OPS)}")
+    return None
+
+
+@rule("Mul", signal_inputs=_non_gate_input, refusal=_mul_refusal,
+      reads_shapes=lambda node, graph: tuple(node.inputs[i] for i in _non_gate_input(node, graph)))
+def mul_rule(node, tensors, signals, receivers):
+    return pass_to_receivers(node, tensors, signals, receivers)

@@ -1,0 +1,194 @@
+"""Small ONNX models built with onnx.helper for the tests: random weights, fixed seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class ModelBuilder:
+    """Appends nodes to a graph; every method returns the name of the tensor it produced."""
+
+    def __init__(self, input_shape=(1, 3, 16, 16), seed=0, opset=17, input_name="input",
+                 dynamic_batch=True):
+        self.rng = np.random.default_rng(seed)
+        self.opset = opset
+        self.input_name = input_name
+        self.input_shape = tuple(input_shape)
+        shape = ["N", *input_shape[1:]] if dynamic_batch else list(input_shape)
+        self.inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, shape)]
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def _name(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}{self._count}"
+
+    def const(self, value, name: str | None = None) -> str:
+        name = name or self._name("const")
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op_type: str, inputs, outputs: int = 1, name: str | None = None, **attrs):
+        name = name or self._name(op_type.lower())
+        out = [f"{name}_out{i}" if outputs > 1 else name for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), out, name=name, **attrs))
+        return out if outputs > 1 else out[0]
+
+    def shape(self, tensor: str) -> tuple:
+        model = self.build(tensor, softmax=False, check=False)
+        inferred = onnx.shape_inference.infer_shapes(model)
+        for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+            if info.name == tensor and info.type.tensor_type.HasField("shape"):
+                return tuple(d.dim_value if d.HasField("dim_value") else None
+                             for d in info.type.tensor_type.shape.dim)
+        raise KeyError(tensor)
+
+    # ---- layers ----------------------------------------------------------------------------
+
+    def conv(self, x, out_channels, kernel=3, stride=1, pad=None, group=1, dilation=1, bias=True,
+             name=None, **attrs):
+        in_channels = self.shape(x)[1]
+        spatial = len(self.shape(x)) - 2
+        kernel = (kernel,) * spatial if isinstance(kernel, int) else tuple(kernel)
+        fan_in = in_channels // group * int(np.prod(kernel))
+        weight = self.rng.normal(0, np.sqrt(2 / fan_in), (out_channels, in_channels // group) + kernel)
+        inputs = [x, self.const(weight.astype(np.float32))]
+        if bias:
+            inputs.append(self.const(self.rng.normal(0, 0.1, out_channels).astype(np.float32)))
+        if pad is None and "auto_pad" not in attrs:
+            pad = [k // 2 * dilation for k in kernel] * 2
+        if pad is not None:
+            attrs["pads"] = [pad] * (2 * spatial) if isinstance(pad, int) else list(pad)
+        if stride != 1:
+            attrs["strides"] = [stride] * spatial if isinstance(stride, int) else list(stride)
+        if dilation != 1:
+            attrs["dilations"] = [dilation] * spatial
+        if group != 1:
+            attrs["group"] = group
+        return self.node("Conv", inputs, name=name, **attrs)
+
+    def batchnorm(self, x, name=None, negative_scale=False):
+        channels = self.shape(x)[1]
+        gamma = self.rng.uniform(0.5, 1.5, channels)
+        if negative_scale:
+            gamma[::2] *= -1
+        params = [gamma, self.rng.normal(0, 0.1, channels), self.rng.normal(0, 0.1, channels),
+                  self.rng.uniform(0.5, 2.0, channels)]
+        return self.node("BatchNormalization", [x] + [self.const(p.astype(np.float32)) for p in params],
+                         name=name, epsilon=1e-5)
+
+    def relu(self, x, name=None):
+        return self.node("Relu", [x], name=name)
+
+    def maxpool(self, x, kernel=2, stride=2, **attrs):
+        spatial = len(self.shape(x)) - 2
+        return self.node("MaxPool", [x], kernel_shape=[kernel] * spatial, strides=[stride] * spatial,
+                         **attrs)
+
+    def avgpool(self, x, kernel=2, stride=2, **attrs):
+        spatial = len(self.shape(x)) - 2
+        return self.node("AveragePool", [x], kernel_shape=[kernel] * spatial,
+                         strides=[stride] * spatial, **attrs)
+
+    def gap(self, x):
+        return self.node("GlobalAveragePool", [x])
+
+    def flatten(self, x):
+        return self.node("Flatten", [x], axis=1)
+
+    def gemm(self, x, out_features, name=None):
+        in_features = self.shape(x)[1]
+        weight = self.rng.normal(0, np.sqrt(2 / in_features), (out_features, in_features))
+        bias = self.rng.normal(0, 0.1, out_features)
+        return self.node("Gemm", [x, self.const(weight.astype(np.float32)),
+                                  self.const(bias.astype(np.float32))], name=name, transB=1)
+
+    def concat(self, tensors, axis=1):
+        return self.node("Concat", list(tensors), axis=axis)
+
+    def add(self, a, b):
+        return self.node("Add", [a, b])
+
+    def clip(self, x, low=0.0, high=6.0):
+        return self.node("Clip", [x, self.const(np.float32(low)), self.const(np.float32(high))])
+
+    # ---- output ----------------------------------------------------------------------------
+
+    def build(self, output: str, softmax=True, check=True, graph_name="test") -> onnx.ModelProto:
+        nodes = list(self.nodes)
+        final = output
+        if softmax:
+            final = "probabilities"
+            nodes.append(helper.make_node("Softmax", [output], [final], name="softmax", axis=1))
+        graph = helper.make_graph(nodes, graph_name, self.inputs,
+                                  [helper.make_tensor_value_info(final, TensorProto.FLOAT, None)],
+                                  self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        model.ir_version = min(model.ir_version, 10)
+        inferred = onnx.shape_inference.infer_shapes(model)
+        typed = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.input,
+                                     *inferred.graph.output)}
+        if final in typed:  # the checker wants the output's shape
+            model.graph.output[0].CopyFrom(typed[final])
+        if check:
+            onnx.checker.check_model(model)
+        return model
+
+    def input(self, seed=1, batch=None, positive=False) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        shape = ((batch or self.input_shape[0]),) + self.input_shape[1:]
+        x = rng.normal(size=shape).astype(np.float32)
+        return np.abs(x) if positive else x
+
+
+# ---- the four end-to-end architectures ------------------------------------------------------
+
+def vgg_like(seed=0, size=16, classes=10):
+    b = ModelBuilder((1, 3, size, size), seed=seed)
+    x = b.relu(b.conv(b.input_name, 6))
+    x = b.maxpool(b.relu(b.conv(x, 6)))
+    x = b.relu(b.conv(x, 8))
+    x = b.maxpool(x)
+    x = b.relu(b.gemm(b.flatten(x), 16))
+    return b, b.build(b.gemm(x, classes, name="classifier"))
+
+
+def inception_like(seed=0, size=16, classes=10):
+    b = ModelBuilder((1, 3, size, size), seed=seed)
+    x = b.maxpool(b.relu(b.conv(b.input_name, 6)))
+    branch1 = b.relu(b.conv(x, 4, kernel=1, pad=0))
+    branch3 = b.relu(b.conv(b.relu(b.conv(x, 3, kernel=1, pad=0)), 4))
+    branch5 = b.relu(b.conv(b.relu(b.conv(x, 2, kernel=1, pad=0)), 3, kernel=5))
+    pooled = b.relu(b.conv(b.maxpool(x, kernel=3, stride=1, pads=[1, 1, 1, 1]), 3, kernel=1, pad=0))
+    x = b.concat([branch1, branch3, branch5, pooled])
+    x = b.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+               count_include_pad=0)
+    return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))
+
+
+def resnet_like(seed=0, size=16, classes=10, negative_scale=False):
+    b = ModelBuilder((1, 3, size, size), seed=seed)
+    x = b.relu(b.batchnorm(b.conv(b.input_name, 8, bias=False)))
+    for stride in (1, 2):
+        branch = b.relu(b.batchnorm(b.conv(x, 8, stride=stride, bias=False)))
+        branch = b.batchnorm(b.conv(branch, 8, bias=False), negative_scale=negative_scale)
+        shortcut = x if stride == 1 else b.batchnorm(b.conv(x, 8, kernel=1, stride=2, pad=0,
+                                                            bias=False))
+        x = b.relu(b.add(branch, shortcut))
+    return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))
+
+
+def mobilenet_like(seed=0, size=16, classes=10):
+    b = ModelBuilder((1, 3, size, size), seed=seed)
+    x = b.clip(b.batchnorm(b.conv(b.input_name, 8, stride=2, bias=False)))
+    for out_channels, stride in ((12, 1), (16, 2)):
+        channels = b.shape(x)[1]
+        x = b.clip(b.batchnorm(b.conv(x, channels, group=channels, stride=stride, bias=False)))
+        x = b.batchnorm(b.conv(x, out_channels, kernel=1, pad=0, bias=False))
+        if stride == 1:
+            x = b.clip(x)
+    x = b.clip(b.batchnorm(b.conv(x, 24, kernel=1, pad=0, bias=False)))
+    return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))

@@ -1,0 +1,41 @@
+"""Forward recording: what onnxruntime records with its graph optimisations on equals what the
+unoptimised graph computes, for every tensor the walk can read, to float32 rounding."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import exbp
+from exbp.engine.recording import Recorder, default_session_options
+from builders import inception_like, mobilenet_like, resnet_like, vgg_like
+
+
+@pytest.mark.parametrize("build", [vgg_like, inception_like, resnet_like, mobilenet_like])
+def test_optimised_recording_equals_unoptimised(build):
+    b, model = build()
+    explainer = exbp.Explainer(model)
+    values, shapes = explainer._recordable()
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert default_session_options().graph_optimization_level != plain.graph_optimization_level
+    x = b.input(seed=3, batch=2)
+    recorders = [Recorder(model, b.input_name, values, shapes, session_options=options)
+                 for options in (default_session_options(), plain)]
+    (optimised, optimised_shapes), (reference, reference_shapes) = (
+        recorder.run(x, values, shapes) for recorder in recorders)
+    assert set(optimised) == set(reference) == values | {b.input_name}
+    for name in values:
+        np.testing.assert_allclose(optimised[name], reference[name], rtol=1e-5,
+                                   atol=1e-6 * np.abs(reference[name]).max(), err_msg=name)
+    assert optimised_shapes == reference_shapes
+    for name, shape in optimised_shapes.items():
+        assert shape[0] == 2 and name in shapes
+
+
+def test_session_is_built_once_and_reused():
+    b, model = vgg_like()
+    explainer = exbp.Explainer(model)
+    session = explainer._recorder.session
+    for layer in (None, b.input_name):
+        explainer.explain(b.input(), layer=layer)
+    assert explainer._recorder.session is session
