@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from ..errors import InputError, LayerError, MethodError, ModelError
+from ..errors import InputError, LayerError, MethodError, ModelError, UnsupportedOpError
 from .backends import backend_for
 from .canonicalize import canonicalize
 from .graph import Graph, shapes_for_input
@@ -55,6 +55,7 @@ class Explainer:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu"):
         self.model = load_model(model)
+        self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
         self.original = Graph.from_model(self.model, default_opset(self.model))
         self.canonical = canonicalize(self.original)
         self.graph = self.canonical.graph
@@ -66,6 +67,8 @@ class Explainer:
         self._constants = ConstantCache(self.backend, self._host_constants)
         self._plans: dict[str, WalkPlan] = {}
         self._shapes_by_input: dict[tuple, dict] = {}
+        self._original_tensors = {self.original.input_name} | {
+            name for node in self.original.nodes for name in node.outputs}
         values, shapes = self._recordable()
         self._recorder = Recorder(self.model, self.graph.input_name, values | {self.logits_name},
                                   shapes)
@@ -89,9 +92,30 @@ class Explainer:
             input_shape = tuple(int(d) for d in input_shape)
             if input_shape not in self._shapes_by_input:
                 self._shapes_by_input[input_shape] = shapes_for_input(
-                    self.model, self.graph.input_name, input_shape)
+                    self.graph.inference_model, self.graph.input_name, input_shape)
             shapes = {**shapes, **self._shapes_by_input[input_shape]}
         return self.catalogue.default_layer(shapes, self.graph.input_name)
+
+    @property
+    def classes(self) -> Optional[int]:
+        """The number of classes, when the logits' shape is known before running."""
+        shape = self.graph.shapes.get(self.logits_name) or ()
+        return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+
+    def resolve_layer(self, layer: str) -> str:
+        """The tensor a layer name (tensor, node or removed tensor) means; LayerError if none."""
+        return self._resolve_layer(layer, None)
+
+    def refusal(self, layer: Optional[str] = None, method: str = "mwp",
+                input_shape: Optional[Sequence[int]] = None) -> Optional[str]:
+        """Why explaining with ``method`` at ``layer`` would be refused, or None if it would run."""
+        try:
+            plan = self._plan(self._resolve_layer(layer, input_shape))
+            if method == "cmwp":
+                require_classifier(plan)
+        except (LayerError, MethodError, UnsupportedOpError) as exc:
+            return str(exc)
+        return None
 
     def unsupported_nodes(self) -> list[tuple[str, str, str, bool]]:
         """(op type, node name, reason, on the input-to-logits path) for every node the walk
@@ -223,7 +247,7 @@ class Explainer:
         if not isinstance(layer, str):
             raise LayerError(f"layer must be a tensor or node name, got {layer!r}")
         name = layer
-        if name not in self._original_tensors():
+        if name not in self._original_tensors:
             node = next((n for n in self.original.nodes if n.name == name), None)
             if node is None:
                 close = difflib.get_close_matches(name, self.catalogue.names(), n=3)
@@ -237,9 +261,6 @@ class Explainer:
                              "spatial axes on the path from the input to the logits; list the "
                              "layers with Explainer.layers() or `exbp layers MODEL`")
         return name
-
-    def _original_tensors(self) -> set[str]:
-        return {self.original.input_name} | {n for node in self.original.nodes for n in node.outputs}
 
     def _checked_input(self, x) -> np.ndarray:
         try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ModelError
+from .constant_folding import fold_constants
 
 Shape = tuple  # of int, or None for a dimension unknown before run time
 
@@ -28,6 +29,7 @@ class Node:
     outputs: tuple[str, ...]
     attrs: Mapping[str, Any] = field(default_factory=dict)
     domain: str = ""
+    proto: Optional[onnx.NodeProto] = field(default=None, compare=False, repr=False)  # as read
 
     def with_changes(self, **changes) -> "Node":
         return replace(self, **changes)
@@ -43,6 +45,7 @@ class Graph:
     shapes: Mapping[str, Shape]          # from shape inference; may be incomplete
     float_tensors: frozenset[str]        # tensors known to hold floating-point values
     opset: int
+    inference_model: Optional[onnx.ModelProto] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         producer, consumers = {}, {}
@@ -73,15 +76,8 @@ class Graph:
     def from_model(cls, model: onnx.ModelProto, opset: int) -> "Graph":
         graph = model.graph
         constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        nodes = []
-        for index, proto in enumerate(graph.node):
-            node = read_node(proto, opset, index)
-            if node.op_type == "Constant" and node.domain == "":
-                value = _constant_value(node)
-                if value is not None:
-                    constants[node.outputs[0]] = value
-                    continue
-            nodes.append(node)
+        nodes = fold_constants([read_node(proto, opset, i) for i, proto in enumerate(graph.node)],
+                               constants, opset)
 
         inputs = [v for v in graph.input if v.name not in constants]
         if len(inputs) != 1:
@@ -91,7 +87,8 @@ class Graph:
         if not graph.output:
             raise ModelError("the model has no graph output to explain")
 
-        shapes, float_tensors = inferred_shapes(model)
+        inference_model = _folded_model(model, nodes, constants, inputs[0])
+        shapes, float_tensors = inferred_shapes(inference_model)
         for name, value in constants.items():
             shapes[name] = value.shape
             if value.dtype.kind == "f":
@@ -100,7 +97,8 @@ class Graph:
                    constants=MappingProxyType(constants), input_name=inputs[0].name,
                    input_shape=shapes.get(inputs[0].name, ()),
                    output_name=graph.output[0].name, shapes=MappingProxyType(shapes),
-                   float_tensors=frozenset(float_tensors), opset=opset)
+                   float_tensors=frozenset(float_tensors), opset=opset,
+                   inference_model=inference_model)
 
 
 def read_node(proto: onnx.NodeProto, opset: int, index: int) -> Node:
@@ -108,7 +106,8 @@ def read_node(proto: onnx.NodeProto, opset: int, index: int) -> Node:
     attrs.update({a.name: _plain(helper.get_attribute_value(a)) for a in proto.attribute})
     return Node(op_type=proto.op_type, name=proto.name or f"{proto.op_type}#{index}",
                 inputs=tuple(proto.input), outputs=tuple(proto.output),
-                attrs=MappingProxyType(attrs), domain=proto.domain if proto.domain != "ai.onnx" else "")
+                attrs=MappingProxyType(attrs), domain=proto.domain if proto.domain != "ai.onnx" else "",
+                proto=proto)
 
 
 def _schema_defaults(op_type: str, domain: str, opset: int) -> dict[str, Any]:
@@ -132,14 +131,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_plain(v) for v in value)
     return value
-
-
-def _constant_value(node: Node) -> np.ndarray | None:
-    for key, dtype in (("value", None), ("value_float", np.float32), ("value_floats", np.float32),
-                       ("value_int", np.int64), ("value_ints", np.int64)):
-        if key in node.attrs:
-            return np.asarray(node.attrs[key], dtype=dtype)
-    return None  # string and sparse constants stay nodes; no rule reads them
 
 
 def topological_order(nodes: Iterable[Node], available: set[str]) -> tuple[Node, ...]:
@@ -182,6 +173,26 @@ def inferred_shapes(model: onnx.ModelProto) -> tuple[dict[str, Shape], set[str]]
             shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                       for d in tensor_type.shape.dim)
     return shapes, float_tensors
+
+
+# Constants up to this size keep their values for shape inference (they may be shapes or pads);
+# larger ones are weights, whose shape is all inference needs.
+_INFERENCE_VALUE_LIMIT = 4096
+
+
+def _folded_model(model: onnx.ModelProto, nodes, constants, image_input) -> onnx.ModelProto:
+    """The model after constant folding, for shape inference only: large constants become
+    typed inputs so that no weight is copied."""
+    small = [numpy_helper.from_array(np.asarray(value), name) for name, value in constants.items()
+             if np.asarray(value).size <= _INFERENCE_VALUE_LIMIT]
+    large = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
+                                           value.shape)
+             for name, value in constants.items() if np.asarray(value).size > _INFERENCE_VALUE_LIMIT]
+    graph = helper.make_graph([node.proto for node in nodes], model.graph.name, [image_input, *large],
+                              list(model.graph.output), small)
+    folded = helper.make_model(graph, opset_imports=list(model.opset_import))
+    folded.ir_version = model.ir_version
+    return folded
 
 
 def shapes_for_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> dict[str, Shape]:

@@ -9,7 +9,7 @@ The default layer is the deepest *cut* tensor — one that every path from the i
 goes through, so it carries the whole signal (VGG's conv5_3, ResNet's layer outputs, an Inception
 block's concat) — whose spatial size is about 1/8 to 1/16 of the input's: the input is 7 to 18
 times larger along every spatial axis. A map needs more than one position, so 1×1 tensors never
-qualify. Failing that, the deepest cut tensor with more than one position; failing that, the input.
+qualify, nor do Pad outputs, whose border is padding rather than image. Failing that, the deepest cut tensor with more than one position; failing that, the input.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class LayerCatalogue:
     layers: tuple[LayerInfo, ...]       # map-capable tensors in topological order
     cuts: tuple[str, ...]               # cut tensors in topological order, the input first
     channel_last: frozenset[str]        # tensors whose channel axis is the last one
+    padded: frozenset[str] = frozenset()   # Pad outputs
 
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
@@ -49,7 +50,8 @@ class LayerCatalogue:
     def default_layer(self, shapes: Mapping[str, tuple], input_name: str) -> str:
         input_spatial = self.spatial(input_name, shapes.get(input_name))
         map_capable = set(self.names())
-        candidates = [name for name in reversed(self.cuts) if name in map_capable]
+        candidates = [name for name in reversed(self.cuts)
+                      if name in map_capable and name not in self.padded]
         sized = [(name, self.spatial(name, shapes.get(name))) for name in candidates]
         known = [(name, dims) for name, dims in sized if dims and all(dims) and input_spatial
                  and all(input_spatial) and len(dims) == len(input_spatial)
@@ -75,8 +77,9 @@ def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
         op_type = producer[name].op_type if name in producer else "Input"
         layers.append(LayerInfo(name, op_type, shape))
     channel_last = frozenset(layer.name for layer in layers if _feeds_only_nchw_transposes(graph, layer.name, on_path))
+    padded = frozenset(layer.name for layer in layers if layer.op_type == "Pad")
     return LayerCatalogue(layers=tuple(layers), cuts=tuple(_cut_tensors(graph, on_path)),
-                          channel_last=channel_last)
+                          channel_last=channel_last, padded=padded)
 
 
 def _feeds_only_nchw_transposes(graph: Graph, name: str, on_path: set[str]) -> bool:

@@ -26,18 +26,17 @@ def class_scores(logits: np.ndarray) -> np.ndarray:
 def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
     """Targets as an int64 array (N, K).
 
-    ``targets``: an int; a list of ints (the same for every image); an (N, K) array-like of ints
-    (per image); or "top1", "top5", "topK" (the K highest-scoring classes of each image)."""
+    ``targets``: an int; "top1", "top5", "topK" (the K highest-scoring classes of each image); a
+    list mixing ints and "topK" strings, each image's targets being their concatenation in order;
+    or an (N, K) array-like of ints (per image)."""
     scores = class_scores(logits)
     images, classes = scores.shape
-    if isinstance(targets, str):
-        match = _TOP_K.match(targets)
-        if not match or not 1 <= int(match.group(1)) <= classes:
-            raise TargetError(f"unknown target {targets!r}; use a class index (0 to {classes - 1}), "
-                              f"a list of them, or 'top1' ... 'top{classes}'")
-        return np.argsort(-scores, axis=1, kind="stable")[:, :int(match.group(1))].astype(np.int64)
-    if isinstance(targets, Integral) and not isinstance(targets, bool):
-        targets = [int(targets)]
+    if isinstance(targets, (str, Integral)) and not isinstance(targets, bool):
+        targets = [targets]
+    if isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets):
+        columns = [_top_k(t, scores) if isinstance(t, str) else _checked(np.full((images, 1), t), classes)
+                   for t in targets]
+        return np.concatenate(columns, axis=1)
     array = np.asarray(targets)
     if array.dtype == bool or array.dtype.kind not in "iu" or array.ndim not in (1, 2) or array.size == 0:
         raise TargetError(f"targets must be class indices (an int, a list of ints, or an (N, K) "
@@ -46,6 +45,21 @@ def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
         array = np.broadcast_to(array, (images, array.size))
     elif array.shape[0] != images:
         raise TargetError(f"per-image targets have {array.shape[0]} rows for {images} images")
+    return _checked(array, classes)
+
+
+def _top_k(text: str, scores: np.ndarray) -> np.ndarray:
+    classes = scores.shape[1]
+    match = _TOP_K.match(text)
+    if not match or not 1 <= int(match.group(1)) <= classes:
+        raise TargetError(f"unknown target {text!r}; use a class index (0 to {classes - 1}), "
+                          f"a list of them, or 'top1' ... 'top{classes}'")
+    return np.argsort(-scores, axis=1, kind="stable")[:, :int(match.group(1))].astype(np.int64)
+
+
+def _checked(array: np.ndarray, classes: int) -> np.ndarray:
+    if array.dtype == bool or array.dtype.kind not in "iu":
+        raise TargetError(f"targets must be class indices or 'topK'; got {array.tolist()!r}")
     out_of_range = array[(array < 0) | (array >= classes)]
     if out_of_range.size:
         raise TargetError(f"target class {int(out_of_range[0])} is out of range; the model has "

@@ -1,0 +1,59 @@
+"""Class names: one per line, from a file or the model's ``exbp.labels`` metadata.
+
+A line may list synonyms separated by ", " (ImageNet's WordNet names: "tabby, tabby cat"); a class
+can be named by the whole line or by any synonym, ignoring case.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .errors import InputError, TargetError
+
+METADATA_KEY = "exbp.labels"
+
+
+class Labels:
+    def __init__(self, names: list[str]):
+        self.names = [name.strip() for name in names]
+        self._index: dict[str, int] = {}
+        for index, name in enumerate(self.names):
+            for alias in (name, *self.synonyms(index)):
+                self._index.setdefault(alias.lower(), index)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def synonyms(self, index: int) -> list[str]:
+        return [part.strip() for part in self.names[index].split(",") if part.strip()]
+
+    def name(self, index: int) -> str:
+        return self.names[index] if 0 <= index < len(self.names) else str(index)
+
+    def short_name(self, index: int) -> str:
+        synonyms = self.synonyms(index) if 0 <= index < len(self.names) else []
+        return synonyms[0] if synonyms else str(index)
+
+    def index(self, name: str) -> int:
+        found = self._index.get(name.strip().lower())
+        if found is not None:
+            return found
+        close = difflib.get_close_matches(name.lower(), list(self._index), n=3, cutoff=0.6)
+        hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close
+                else "; give a class index or a name from the labels")
+        raise TargetError(f"unknown class name {name!r}{hint}")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Labels":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"labels file {path} could not be read: {exc}") from None
+        return cls([line for line in text.splitlines() if line.strip()])
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> Optional["Labels"]:
+        text = metadata.get(METADATA_KEY)
+        return cls([line for line in text.splitlines() if line.strip()]) if text else None

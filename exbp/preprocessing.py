@@ -1,0 +1,201 @@
+"""From image files to the array a model takes.
+
+An image is read with Pillow (JPEG, PNG and anything else it reads; grayscale, palette and RGBA
+images are converted to the model's 1 or 3 channels), resized to exactly the model's input size
+(H×W, not cropped, so every map covers the whole image), then for each pixel value p in 0–255:
+
+    value = (p · scale − mean) / std        in the model's channel order (RGB, or BGR with bgr)
+
+(a grayscale model given a three-value mean or std uses their average)
+
+and laid out as (1, C, H, W), or (1, H, W, C) for ``layout="nhwc"``.
+
+Settings come, in increasing priority, from: the ``imagenet`` preset, or the model's own
+``metadata_props`` when it has any of the keys below, or an explicitly chosen preset; then
+individual values given by the caller. Metadata keys (values use the same text as the CLI flags):
+
+    exbp.size     "224x224"              exbp.scale    "1/255" or "0.00392"
+    exbp.mean     "0.485,0.456,0.406"     exbp.std      "0.229,0.224,0.225"
+    exbp.bgr      "true" / "false"        exbp.layout   "nchw" / "nhwc"
+    exbp.labels   one class name per line (see :mod:`exbp.labels`)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+METADATA_PREFIX = "exbp."
+SETTINGS = ("size", "mean", "std", "scale", "bgr", "layout")
+LAYOUTS = ("nchw", "nhwc")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    size: Optional[tuple[int, int]] = None     # (H, W); None keeps each image's own size
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    scale: float = 1.0
+    bgr: bool = False
+    layout: Optional[str] = None               # "nchw" or "nhwc"; None: as the model's input shape says
+
+    def validate(self, channels: int) -> None:
+        """InputError unless images can become inputs of ``channels`` channels."""
+        if channels not in (1, 3):
+            raise InputError(f"the model's input takes {channels} channels; exbp reads images as "
+                             "1 (grayscale) or 3 (RGB) channels")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            _per_channel(values, channels, name)
+
+    def to_input(self, image: Image.Image, channels: int) -> np.ndarray:
+        """The model input (1, C, H, W) or (1, H, W, C) for one image."""
+        self.validate(channels)
+        image = image.convert("L" if channels == 1 else "RGB")
+        if self.size is not None and image.size != (self.size[1], self.size[0]):
+            image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
+        pixels = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, channels)
+        if self.bgr and channels == 3:
+            pixels = pixels[..., ::-1]
+        mean, std = (_per_channel(v, channels, n) for v, n in ((self.mean, "mean"), (self.std, "std")))
+        values = (pixels * np.float32(self.scale) - mean) / std
+        if self.layout != "nhwc":
+            values = values.transpose(2, 0, 1)
+        return np.ascontiguousarray(values[None], dtype=np.float32)
+
+
+def _per_channel(values: tuple[float, ...], channels: int, name: str) -> np.ndarray:
+    """One value per channel; a grayscale model takes the average of an RGB triple."""
+    if len(values) in (1, channels):
+        return np.asarray(values, dtype=np.float32)
+    if channels == 1 and len(values) == 3:
+        return np.asarray([sum(values) / 3], dtype=np.float32)
+    raise InputError(f"{name} has {len(values)} values; the model's input has {channels} "
+                     f"channels: give 1 or {channels}")
+
+
+PRESETS = {
+    "imagenet": Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=1 / 255),
+    "caffe": Preprocessing(mean=(103.939, 116.779, 123.68), bgr=True),   # (B, G, R), 0–255
+    "none": Preprocessing(),
+}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+        if height > 0 and width > 0:
+            return height, width
+    except ValueError:
+        pass
+    raise InputError(f"size {text!r} is not HxW (for example 224x224)")
+
+
+def parse_floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"{name} {text!r} is not comma-separated numbers "
+                         "(for example 0.485,0.456,0.406)") from None
+    if name == "std" and any(v == 0 for v in values):
+        raise InputError(f"std {text!r} contains 0")
+    return values
+
+
+def parse_scale(text: str) -> float:
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"scale {text!r} is not a number or fraction (for example 1/255)") from None
+    if value <= 0:
+        raise InputError(f"scale {text!r} must be positive")
+    return value
+
+
+def parse_bool(text: str, name: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise InputError(f"{name} {text!r} is not true or false")
+
+
+def parse_layout(text: str) -> str:
+    if text.lower() not in LAYOUTS:
+        raise InputError(f"layout {text!r} is not one of {', '.join(LAYOUTS)}")
+    return text.lower()
+
+
+_PARSERS = {"size": parse_size, "mean": lambda t: parse_floats(t, "mean"),
+            "std": lambda t: parse_floats(t, "std"), "scale": parse_scale,
+            "bgr": lambda t: parse_bool(t, "bgr"), "layout": parse_layout}
+
+
+def metadata_settings(metadata: Mapping[str, str]) -> dict:
+    """The preprocessing settings a model carries in its metadata_props."""
+    settings = {}
+    for key in SETTINGS:
+        text = metadata.get(METADATA_PREFIX + key)
+        if text is not None:
+            try:
+                settings[key] = _PARSERS[key](text)
+            except InputError as exc:
+                raise InputError(f"the model's metadata {METADATA_PREFIX}{key}: {exc}") from None
+    return settings
+
+
+def resolve_preprocessing(model_input_shape, metadata: Mapping[str, str],
+                          preset: Optional[str] = None, **overrides) -> Preprocessing:
+    """The settings for a model: the preset if one is named, else the model's metadata over the
+    imagenet preset; then ``overrides`` (None values ignored). Size and layout not set by any of
+    these follow the model's input shape."""
+    if preset is not None and preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    settings = PRESETS[preset] if preset else replace(PRESETS["imagenet"], **metadata_settings(metadata))
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    shape = tuple(model_input_shape or ())
+    layout = settings.layout or _detected_layout(shape)
+    size = settings.size
+    if size is None and len(shape) == 4:
+        spatial = shape[2:] if layout == "nchw" else shape[1:3]
+        if all(isinstance(d, int) and d > 0 for d in spatial):
+            size = tuple(spatial)
+    return replace(settings, layout=layout, size=size)
+
+
+def _detected_layout(shape) -> str:
+    if len(shape) == 4 and shape[1] not in (1, 3) and shape[3] in (1, 3):
+        return "nhwc"
+    return "nchw"
+
+
+def model_channels(model_input_shape, layout: str) -> int:
+    shape = tuple(model_input_shape or ())
+    if len(shape) != 4:
+        raise InputError(f"the model's input has shape {shape}; exbp reads images into "
+                         "4-D inputs (N, C, H, W) or (N, H, W, C)")
+    channels = shape[1] if layout == "nchw" else shape[3]
+    return channels if isinstance(channels, int) and channels > 0 else 3
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """The image at ``path``, fully decoded; InputError (one line) if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist" if not path.exists()
+                         else f"image path {path} is not a file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not an image Pillow can read (JPEG, PNG, BMP, TIFF, ...)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"image {path} could not be read: {exc}") from None
