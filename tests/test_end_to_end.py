@@ -18,6 +18,11 @@ def architecture(request):
     return builder, model, exbp.Explainer(model)
 
 
+@pytest.fixture(scope="module", params=["cpu", "numpy"])
+def device(request):
+    return request.param
+
+
 def _oracle_maps(model, x, targets, layer, method):
     """Maps from the oracle: one-hot top signal, channel sum, c-MWP clamp; (N, K, h, w)."""
     oracle = Oracle(model, classifier="classifier")
@@ -35,8 +40,9 @@ def _close(got, want):
 
 
 @pytest.mark.parametrize("method", ["mwp", "cmwp"])
-def test_maps_match_oracle_at_default_layer_and_pixels(architecture, method):
-    b, model, explainer = architecture
+def test_maps_match_oracle_at_default_layer_and_pixels(architecture, method, device):
+    b, model, _ = architecture
+    explainer = exbp.Explainer(model, device=device)
     x = b.input(seed=5, batch=2)
     for layer in (explainer.default_layer(x.shape), b.input_name):
         result = explainer.explain(x, targets=[3, 7], layer=layer, method=method)
@@ -126,19 +132,35 @@ def test_resize_matches_pillow_bilinear(architecture):
     np.testing.assert_allclose(large.maps[0, 0], np.asarray(expected), rtol=1e-5, atol=1e-7)
 
 
-def test_normaliser_is_computed_once_for_all_targets(architecture, monkeypatch):
-    b, _, explainer = architecture
-    x = b.input(seed=14)
-    calls = []
-    original = type(explainer.backend).conv
-    monkeypatch.setattr(type(explainer.backend), "conv",
-                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+def _kernel_calls(explainer, monkeypatch, x, layer):
+    """(conv calls, conv_transpose calls) for 1 and for 5 targets."""
+    calls = {"conv": 0, "conv_transpose": 0}
+    backend_type = type(explainer.backend)
+    for kernel in calls:
+        original = getattr(backend_type, kernel)
+
+        def counting(self, *args, _kernel=kernel, _original=original, **kwargs):
+            calls[_kernel] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(backend_type, kernel, counting)
     counts = []
     for targets in ([1], [1, 2, 3, 4, 5]):
-        calls.clear()
-        explainer.explain(x, targets=targets, layer=b.input_name, method="cmwp")
-        counts.append(len(calls))
-    assert counts[0] == counts[1] > 0
+        calls.update(conv=0, conv_transpose=0)
+        explainer.explain(x, targets=targets, layer=layer, method="cmwp")
+        counts.append(dict(calls))
+    return counts
+
+
+def test_normaliser_is_computed_once_for_all_targets(architecture, monkeypatch):
+    """Z takes one forward-like pass whatever the number of targets: on the CPU the recording
+    computes it (no conv call at all); with exbp's own kernels one conv per Conv op."""
+    b, model, explainer = architecture
+    x = b.input(seed=14)
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    one, five = _kernel_calls(explainer, monkeypatch, x, b.input_name)
+    assert one == five and one["conv"] == 0 and one["conv_transpose"] >= convs
+    one, five = _kernel_calls(exbp.Explainer(model, device="numpy"), monkeypatch, x, b.input_name)
+    assert one == five and one["conv"] >= convs
 
 
 def test_fixed_batch_model_runs_image_by_image():

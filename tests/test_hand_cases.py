@@ -8,8 +8,12 @@ from builders import ModelBuilder
 
 
 def _propagate(model, x, top, layer, methods=("mwp",)):
-    return exbp.Explainer(model).propagate(np.asarray(x, np.float32), np.asarray(top, np.float32),
-                                           layer=layer, methods=methods)
+    """The signal from both backends, which must agree exactly on these hand cases."""
+    signals = [exbp.Explainer(model, device=device).propagate(
+        np.asarray(x, np.float32), np.asarray(top, np.float32), layer=layer, methods=methods)
+        for device in ("cpu", "numpy")]
+    np.testing.assert_allclose(signals[0], signals[1], rtol=1e-6, atol=1e-7)
+    return signals[0]
 
 
 def test_max_pool_routes_everything_to_the_first_winner():

@@ -14,12 +14,13 @@ from builders import inception_like, mobilenet_like, resnet_like, vgg_like
 def test_optimised_recording_equals_unoptimised(build):
     b, model = build()
     explainer = exbp.Explainer(model)
-    values, shapes = explainer._recordable()
+    plan = explainer._plan(b.input_name)          # the walk that reads the most
+    values, shapes = plan.values | {explainer.logits_name}, plan.shapes
     plain = ort.SessionOptions()
     plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert default_session_options().graph_optimization_level != plain.graph_optimization_level
     x = b.input(seed=3, batch=2)
-    recorders = [Recorder(model, b.input_name, values, shapes, session_options=options)
+    recorders = [Recorder(model, b.input_name, values, shapes, shared={}, session_options=options)
                  for options in (default_session_options(), plain)]
     (optimised, optimised_shapes), (reference, reference_shapes) = (
         recorder.run(x, values, shapes) for recorder in recorders)
@@ -32,10 +33,13 @@ def test_optimised_recording_equals_unoptimised(build):
         assert shape[0] == 2 and name in shapes
 
 
-def test_session_is_built_once_and_reused():
+def test_session_is_built_once_per_layer_and_reused():
     b, model = vgg_like()
     explainer = exbp.Explainer(model)
-    session = explainer._recorder.session
-    for layer in (None, b.input_name):
-        explainer.explain(b.input(), layer=layer)
-    assert explainer._recorder.session is session
+    sessions = {}
+    for _ in range(2):
+        for layer in (explainer.default_layer(), b.input_name):
+            explainer.explain(b.input(), layer=layer)
+            session = explainer._recorder(explainer._plan(layer))[0].session
+            assert sessions.setdefault(layer, session) is session
+    assert len(set(map(id, sessions.values()))) == 2

@@ -176,14 +176,17 @@ def _top_for(model, x, rows=2, seed=4):
     return np.random.default_rng(seed).uniform(0.1, 1.0, (rows,) + logits.shape).astype(np.float32)
 
 
+@pytest.mark.parametrize("device", ["cpu", "numpy"])
 @pytest.mark.parametrize("positive", [False, True], ids=["mixed_signs", "non_negative"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_rule_matches_dense_oracle(name, positive):
+def test_rule_matches_dense_oracle(name, positive, device):
+    """``cpu``: onnxruntime's kernels and recorded normalisers and winners; ``numpy``: exbp's
+    own kernels, as the CuPy backend runs them."""
     case = CASES[name]
     b, model = _model(case)
     x = b.input(seed=11, positive=positive)
     top = _top_for(model, x)
-    got = exbp.Explainer(model).propagate(x, top, layer=b.input_name)
+    got = exbp.Explainer(model, device=device).propagate(x, top, layer=b.input_name)
     oracle = Oracle(model)
     want = oracle.signal(x, top, b.input_name)
     assert got.shape == want.shape

@@ -27,10 +27,10 @@ from .graph import Graph, shapes_for_input
 from .layers import LayerInfo, build_catalogue
 from .loading import default_opset, load_model
 from .maps import channel_sum, resize
-from ..graph_rules import rule_for
 from .planning import (WalkPlan, descendants, find_logits, plan_walk, reaching_logits,
                        refusal_of, require_classifier)
-from .recording import Recorder
+from . import precompute
+from .recording import Recorder, without_initializer_data
 from .targets import resolve_targets, top_signal
 from .tensors import ConstantCache, TensorStore
 from .walker import walk
@@ -54,9 +54,12 @@ class Explainer:
     the ``gpu`` extra, "cuda" / "cuda:N" / "auto"."""
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu"):
-        self.model = load_model(model)
+        loaded = load_model(model)
+        self.original = Graph.from_model(loaded, default_opset(loaded))
+        # the weights now live in self.original.constants: ``model`` keeps the structure only
+        self.model, released = without_initializer_data(loaded, self.original.constants)
+        del loaded
         self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
-        self.original = Graph.from_model(self.model, default_opset(self.model))
         self.canonical = canonicalize(self.original)
         self.graph = self.canonical.graph
         self.backend = backend_for(device)
@@ -69,9 +72,9 @@ class Explainer:
         self._shapes_by_input: dict[tuple, dict] = {}
         self._original_tensors = {self.original.input_name} | {
             name for node in self.original.nodes for name in node.outputs}
-        values, shapes = self._recordable()
-        self._recorder = Recorder(self.model, self.graph.input_name, values | {self.logits_name},
-                                  shapes)
+        self._released = released
+        self._non_negative = frozenset(precompute.non_negative_tensors(self.graph))
+        self._recorders: dict[str, tuple[Recorder, dict]] = {}
         self._fixed_batch = self.graph.input_shape[0] if self.graph.input_shape else None
 
     # ---- what the model offers ----------------------------------------------------------------
@@ -153,12 +156,13 @@ class Explainer:
         methods = _checked_methods(methods)
         x = self._checked_input(x)
         plan = self._plan(self._resolve_layer(layer, x.shape))
-        if self._fixed_batch == 1 and x.shape[0] > 1:
-            parts = [self._explain_batch(x[i:i + 1], targets if np.ndim(targets) < 2 else
-                                         np.asarray(targets)[i:i + 1], plan, methods, resize)
-                     for i in range(x.shape[0])]
-            return {m: _concatenated([p[m] for p in parts]) for m in methods}
-        return self._explain_batch(x, targets, plan, methods, resize)
+        with self.backend.computing():
+            if self._fixed_batch == 1 and x.shape[0] > 1:
+                parts = [self._explain_batch(x[i:i + 1], targets if np.ndim(targets) < 2 else
+                                             np.asarray(targets)[i:i + 1], plan, methods, resize)
+                         for i in range(x.shape[0])]
+                return {m: _concatenated([p[m] for p in parts]) for m in methods}
+            return self._explain_batch(x, targets, plan, methods, resize)
 
     def propagate(self, x, top, layer: Optional[str] = None,
                   methods: Sequence[str] = ("mwp",)) -> np.ndarray:
@@ -170,18 +174,34 @@ class Explainer:
         methods = _checked_methods(methods)
         x = self._checked_input(x)
         plan = self._plan(self._resolve_layer(layer, x.shape, needs_map=False))
-        logits, tensors = self._record(x, plan)
-        top = self.backend.asarray(top)
-        if tuple(top.shape[1:]) != logits.shape:
-            raise InputError(f"top has shape {tuple(top.shape)}; it must be (K,) + the logits' "
-                             f"shape {logits.shape}")
-        return self.backend.to_host(self._walk(plan, tensors, top, methods))
+        with self.backend.computing():
+            logits, tensors = self._record(x, plan)
+            top = self.backend.asarray(top)
+            if tuple(top.shape[1:]) != logits.shape:
+                raise InputError(f"top has shape {tuple(top.shape)}; it must be (K,) + the "
+                                 f"logits' shape {logits.shape}")
+            return self.backend.to_host(self._walk(plan, tensors, top, methods))
 
     def _record(self, x, plan: WalkPlan) -> tuple[np.ndarray, TensorStore]:
-        recorded, shapes = self._recorder.run(x, plan.values | {self.logits_name}, plan.shapes)
+        recorder, owners = self._recorder(plan)
+        recorded, shapes = recorder.run(x, plan.values | {self.logits_name} | set(owners),
+                                        plan.shapes)
         logits = np.asarray(recorded[self.logits_name], dtype=np.float32)
         values = {name: self.backend.asarray(value) for name, value in recorded.items()}
-        return logits, TensorStore(self._constants, values, shapes)
+        return logits, TensorStore(self._constants, values, shapes, owners, self._non_negative)
+
+    def _recorder(self, plan: WalkPlan) -> tuple[Recorder, dict]:
+        """The recording session of a walk plan, built on first use."""
+        if plan.layer not in self._recorders:
+            nodes, arrays, owners = [], {}, {}
+            if self.backend.records_precomputed:
+                nodes, arrays, owners = precompute.plan_helpers(
+                    [step.node for step in plan.steps], self.graph)
+            recorder = Recorder(self.model, self.graph.input_name,
+                                plan.values | {self.logits_name} | set(owners), plan.shapes,
+                                shared={**self._released, **arrays}, extra_nodes=nodes)
+            self._recorders[plan.layer] = (recorder, owners)
+        return self._recorders[plan.layer]
 
     def _walk(self, plan: WalkPlan, tensors: TensorStore, top, methods: tuple[str, ...]):
         if "cmwp" in methods:
@@ -216,20 +236,6 @@ class Explainer:
         return results
 
     # ---- helpers -------------------------------------------------------------------------------
-
-    def _recordable(self) -> tuple[set[str], set[str]]:
-        """Everything any walk may read: the reads of every node that can reach the logits."""
-        on_path = reaching_logits(self.graph, self.logits_name)
-        values, shapes = set(), set()
-        for node in self.graph.nodes:
-            rule = rule_for(node)
-            if rule is None or not any(name in on_path for name in node.outputs):
-                continue
-            if rule.refusal(node, self.graph) is None:
-                values.update(rule.reads_values(node, self.graph))
-                shapes.update(rule.reads_shapes(node, self.graph))
-        constants = set(self.graph.constants)
-        return values - constants, shapes - constants
 
     def _plan(self, layer: str) -> WalkPlan:
         if layer not in self._plans:

@@ -104,10 +104,14 @@ class Graph:
 def read_node(proto: onnx.NodeProto, opset: int, index: int) -> Node:
     attrs = _schema_defaults(proto.op_type, proto.domain, opset)
     attrs.update({a.name: _plain(helper.get_attribute_value(a)) for a in proto.attribute})
+    # a copy, not a reference: protobuf keeps a whole model's memory, weights included, for as
+    # long as any part of it is referenced
+    own = onnx.NodeProto()
+    own.CopyFrom(proto)
     return Node(op_type=proto.op_type, name=proto.name or f"{proto.op_type}#{index}",
                 inputs=tuple(proto.input), outputs=tuple(proto.output),
                 attrs=MappingProxyType(attrs), domain=proto.domain if proto.domain != "ai.onnx" else "",
-                proto=proto)
+                proto=own)
 
 
 def _schema_defaults(op_type: str, domain: str, opset: int) -> dict[str, Any]:

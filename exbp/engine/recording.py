@@ -1,9 +1,13 @@
 """Forward recording through onnxruntime.
 
-One InferenceSession over a copy of the user's model (the original, not the canonical graph, so the
-logits are exactly the model's), in which every tensor a walk may read is also a graph output, and
-every tensor whose shape alone is needed feeds a Shape node whose output is a graph output. A run
-asks only for the outputs its walk needs, and onnxruntime computes only what those depend on.
+An InferenceSession over the user's model (the original, not the canonical graph, so the logits
+are exactly the model's) in which every tensor one walk plan reads is also a graph output, every
+tensor whose shape alone it needs feeds a Shape node, and the quantities of
+:mod:`exbp.engine.precompute` are extra nodes. onnxruntime runs every node of a session on every
+call, so each walk plan gets its own session, built once, holding only what that walk needs.
+
+The session reads the model's weights in place from exbp's arrays (external initializers), so the
+weights exist once in memory however many sessions use them.
 
 Graph optimisations stay on: the recorded values equal those of the unoptimised graph up to float
 rounding (tests/test_recording.py checks it), and they make the forward pass much faster.
@@ -11,7 +15,7 @@ rounding (tests/test_recording.py checks it), and they make the forward pass muc
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -19,28 +23,49 @@ import onnxruntime as ort
 from onnx import helper
 
 from ..errors import InputError, ModelError
+from .ort_kernels import placeholder_initializer, share_arrays
 
 SHAPE_SUFFIX = "::exbp_shape"
 
 
 class Recorder:
     def __init__(self, model: onnx.ModelProto, input_name: str, values: Iterable[str],
-                 shapes: Iterable[str], providers: Optional[Sequence] = None,
+                 shapes: Iterable[str], shared: Mapping[str, np.ndarray],
+                 extra_nodes: Sequence[onnx.NodeProto] = (),
+                 providers: Optional[Sequence] = None,
                  session_options: Optional[ort.SessionOptions] = None):
+        """``shared``: the arrays of the initializers whose data the model no longer holds, and
+        of the extra nodes' initializers; ``values`` may name the extra nodes' outputs."""
         self.input_name = input_name
         recording = onnx.ModelProto()
         recording.CopyFrom(model)
         graph = recording.graph
+        graph.node.extend(extra_nodes)
+        # onnxruntime drops unused initializers before it takes shared arrays, so share only
+        # what some node reads
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        unused = [t for t in graph.initializer if t.name not in read]
+        for tensor in unused:
+            graph.initializer.remove(tensor)
+        inline = {t.name for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
+        shared = {name: value for name, value in shared.items() if name in read and name not in inline}
+        known = {t.name for t in graph.initializer}
+        graph.initializer.extend(placeholder_initializer(name, np.asarray(value))
+                                 for name, value in shared.items() if name not in known)
         present = {output.name for output in graph.output}
-        skip = present | {input_name} | {t.name for t in graph.initializer}
-        for name in sorted(set(values) - skip):
+        initializers = {t.name for t in graph.initializer}
+        for name in sorted(set(values) - present - {input_name} - initializers):
             graph.output.append(onnx.ValueInfoProto(name=name))
-        self._shape_sources = sorted(set(shapes) - {input_name} - {t.name for t in graph.initializer})
-        for name in self._shape_sources:
+        # A Shape node is a second consumer of its tensor and can block onnxruntime's fusions
+        # (Conv+Add in residual blocks), so tensors exposed anyway give their shape by value.
+        self._exposed = set(values) | present
+        self._shape_sources = set(shapes) - self._exposed - {input_name} - initializers
+        for name in sorted(self._shape_sources):
             graph.node.append(helper.make_node("Shape", [name], [name + SHAPE_SUFFIX],
                                                name=name + SHAPE_SUFFIX))
             graph.output.append(onnx.ValueInfoProto(name=name + SHAPE_SUFFIX))
         options = session_options or default_session_options()
+        self._keep_alive = share_arrays(options, dict(shared))
         try:
             self.session = ort.InferenceSession(recording.SerializeToString(), options,
                                                 providers=list(providers or ["CPUExecutionProvider"]))
@@ -50,9 +75,11 @@ class Recorder:
         self.input_type = _NUMPY_TYPES.get(model_input.type, np.float32)
 
     def run(self, x: np.ndarray, values: Iterable[str], shapes: Iterable[str]):
-        """(values, shapes): the named activations as host arrays, and the named tensors' shapes."""
-        values = sorted(set(values) - {self.input_name})
-        wanted_shapes = sorted(set(shapes) - set(values) - {self.input_name})
+        """(values, shapes): the named tensors as host arrays, and the named tensors' shapes."""
+        wanted_shapes = set(shapes) - set(values) - {self.input_name}
+        by_value = wanted_shapes - self._shape_sources
+        values = sorted((set(values) | by_value) - {self.input_name})
+        wanted_shapes = sorted(wanted_shapes & self._shape_sources)
         names = values + [name + SHAPE_SUFFIX for name in wanted_shapes]
         feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_type)}
         try:
@@ -67,10 +94,40 @@ class Recorder:
         return recorded, shape_of
 
 
+# Initializers smaller than this stay in the model: onnxruntime reads shapes, axes and pads
+# while loading it, which a placeholder cannot give.
+SHARED_MIN_SIZE = 4096
+
+
+def without_initializer_data(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]):
+    """(a new model whose large numeric initializers in ``arrays`` are placeholders, those
+    arrays). A new message, because protobuf frees nothing of a message still referenced; the
+    caller drops the original, and a Recorder given the arrays supplies them."""
+    released = {}
+    stripped = onnx.ModelProto()
+    initializers = list(model.graph.initializer)
+    model.graph.ClearField("initializer")
+    try:
+        stripped.CopyFrom(model)
+    finally:
+        model.graph.initializer.extend(initializers)
+    for tensor in initializers:
+        value = arrays.get(tensor.name)
+        if value is not None and value.dtype.kind in "biuf" and value.size >= SHARED_MIN_SIZE:
+            stripped.graph.initializer.append(placeholder_initializer(tensor.name, value))
+            released[tensor.name] = value
+        else:
+            stripped.graph.initializer.add().CopyFrom(tensor)
+    return stripped, released
+
+
 def default_session_options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3   # errors only: exported models often warn about unused inputs
+    # the recorded tensors leave the session as NumPy arrays; an arena would keep a second,
+    # growing copy of them between runs
+    options.enable_cpu_mem_arena = False
     return options
 
 

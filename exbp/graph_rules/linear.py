@@ -42,22 +42,36 @@ class LinearOp:
     has_negative_weights: bool = True
 
 
-def excite(xp, x, signal, op: LinearOp):
-    has_negative_inputs = bool(xp.any(x < 0))
+def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None):
+    """The rule above for the activation ``x_name``; ``normaliser`` is Z when the recording
+    computed it already (it is used up: each recorded Z serves one rule call)."""
+    xp = tensors.xp
+    x = tensors.value(x_name)
+    has_negative_inputs = tensors.may_be_negative(x_name) and bool(x.min() < 0)
     x_pos = xp.maximum(x, 0) if has_negative_inputs else x
     with_negative = has_negative_inputs and op.has_negative_weights
     if with_negative:
         x_neg = xp.minimum(x, 0)
-    z = op.forward(x_pos, POSITIVE)
+    if normaliser is None:
+        z = op.forward(x_pos, POSITIVE)
+        if with_negative:
+            z = z + op.forward(x_neg, NEGATIVE)
+    else:
+        z = normaliser
+    scaled = signal * tensors.kernels.safe_reciprocal(z)
+    result = _times(op.transpose(scaled, POSITIVE), x_pos)
     if with_negative:
-        z = z + op.forward(x_neg, NEGATIVE)
-    positive = z > 0
-    inverse = xp.where(positive, 1 / xp.where(positive, z, 1), 0).astype(signal.dtype)
-    scaled = signal * inverse
-    result = x_pos * op.transpose(scaled, POSITIVE)
-    if with_negative:
-        result = result + x_neg * op.transpose(scaled, NEGATIVE)
+        result += _times(op.transpose(scaled, NEGATIVE), x_neg)
     return result
+
+
+def _times(transposed, x):
+    """transposed · x, in place when ``transposed`` already has the result's shape."""
+    if (transposed.ndim == x.ndim + 1 and transposed.shape[1:] == x.shape
+            and getattr(transposed.flags, "writeable", True)):
+        transposed *= x
+        return transposed
+    return transposed * x
 
 
 def _activation_value(node: Node, graph: Graph) -> tuple[str, ...]:
@@ -91,13 +105,13 @@ def conv_rule(node, tensors, signals, receivers):
     out_spatial = tuple(signals[0].shape[-n:])
     geometry = window_geometry(node, kernel, in_spatial).as_kwargs()
     group = node.attrs["group"]
-    kernels = tensors.kernels
+    kernels, weight = tensors.kernels, tensors.value(weight_name)
     op = LinearOp(
-        forward=lambda inp, part: kernels.conv(inp, tensors.weight(weight_name, part), group=group,
+        forward=lambda inp, part: kernels.conv(inp, weight, part, group=group,
                                                out_spatial=out_spatial, **geometry),
-        transpose=lambda s, part: kernels.conv_transpose(
-            s, tensors.weight(weight_name, part), group=group, in_spatial=in_spatial, **geometry))
-    return [excite(tensors.xp, x, signals[0], op)]
+        transpose=lambda s, part: kernels.conv_transpose(s, weight, part, group=group,
+                                                         in_spatial=in_spatial, **geometry))
+    return [excite(tensors, node.inputs[0], signals[0], op, tensors.precomputed(node, "normaliser"))]
 
 
 # ---- Gemm and MatMul --------------------------------------------------------------------------
@@ -136,7 +150,7 @@ def gemm_rule(node, tensors, signals, receivers):
     trans = (bool(node.attrs["transA"]), bool(node.attrs["transB"]))
     op = _matrix_op(tensors.xp, lambda part: tensors.weight(weight_name, part), act_first=act == 0,
                     act_transposed=trans[act], weight_transposed=trans[1 - act])
-    return [excite(tensors.xp, tensors.value(node.inputs[act]), signals[0], op)]
+    return [excite(tensors, node.inputs[act], signals[0], op)]
 
 
 @rule("MatMul", signal_inputs=_matrix_activation,
@@ -147,7 +161,7 @@ def matmul_rule(node, tensors, signals, receivers):
     weight_name = node.inputs[1 - act]
     op = _matrix_op(tensors.xp, lambda part: tensors.weight(weight_name, part), act_first=act == 0,
                     act_transposed=False, weight_transposed=False)
-    return [excite(tensors.xp, tensors.value(node.inputs[act]), signals[0], op)]
+    return [excite(tensors, node.inputs[act], signals[0], op)]
 
 
 # ---- Pooling and reductions: weights all positive ---------------------------------------------
@@ -167,7 +181,7 @@ def average_pool_rule(node, tensors, signals, receivers):
                                                                in_spatial=in_spatial,
                                                                **geometry.as_kwargs()),
         has_negative_weights=False)
-    return [excite(tensors.xp, x, signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op)]
 
 
 def _sum_op(xp, axes: tuple[int, ...], keepdims: bool, kept_shape: tuple[int, ...]) -> LinearOp:
@@ -182,7 +196,7 @@ def global_average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     axes = tuple(range(2, x.ndim))
     op = _sum_op(tensors.xp, axes, True, x.shape[:2] + (1,) * len(axes))
-    return [excite(tensors.xp, x, signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op)]
 
 
 def _reduce_axes(node: Node, source, rank: int | None):
@@ -216,4 +230,4 @@ def reduce_rule(node, tensors, signals, receivers):
         return [signals[0]]
     kept_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
     op = _sum_op(tensors.xp, axes, bool(node.attrs.get("keepdims", 1)), kept_shape)
-    return [excite(tensors.xp, x, signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op)]

@@ -1,8 +1,10 @@
 """MaxPool and GlobalMaxPool: each output's whole signal goes to the input that won its window.
 
 Ties go to the first maximum in row-major order, as Caffe's and TorchRay's max pooling route.
-Windows are read from the recorded input; the output shape comes from the signal, so ``ceil_mode``,
-``pads``, ``auto_pad`` and ``dilations`` match the forward pass exactly.
+The winners are the recording's ("winners": onnxruntime's MaxPool Indices, flat indices into the
+input) when it has them; otherwise they are found from the recorded input, window by window. The
+output shape comes from the signal, so ``ceil_mode``, ``pads``, ``auto_pad`` and ``dilations``
+match the forward pass exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ def _indices_refusal(node, graph):
 @rule("MaxPool", reads_values=_input_value, refusal=_indices_refusal)
 def max_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
+    winners = tensors.precomputed(node, "winners")
+    if winners is not None:
+        return [_route_to_flat_indices(tensors.xp, signals[0], winners, x.shape)]
     kernel = node.attrs["kernel_shape"]
     n = len(kernel)
     in_spatial, out_spatial = tuple(x.shape[-n:]), tuple(signals[0].shape[-n:])
@@ -33,6 +38,16 @@ def max_pool_rule(node, tensors, signals, receivers):
                                    **geometry.as_kwargs())
     return [kernels.route_to_winners(signals[0], winner, geometry.kernel, in_spatial=in_spatial,
                                      **geometry.as_kwargs())]
+
+
+def _route_to_flat_indices(xp, signal, winners, input_shape):
+    """Add each output's signal at its winner's flat index, one target row at a time."""
+    size = 1
+    for dim in input_shape:
+        size *= int(dim)
+    flat = winners.reshape(-1)
+    rows = [xp.bincount(flat, weights=row, minlength=size) for row in signal.reshape(signal.shape[0], -1)]
+    return xp.stack(rows).astype(signal.dtype).reshape((signal.shape[0],) + tuple(input_shape))
 
 
 @rule("GlobalMaxPool", reads_values=_input_value)

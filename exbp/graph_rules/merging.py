@@ -40,8 +40,7 @@ def add_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     positive = {i: xp.maximum(tensors.value(node.inputs[i]), 0) for i in activations}
     total = sum(positive.values())
-    inverse = xp.where(total > 0, 1 / xp.where(total > 0, total, 1), 0)
-    scaled = signals[0] * inverse
+    scaled = signals[0] * tensors.kernels.safe_reciprocal(total)
     return [unbroadcast(scaled * positive[i], tensors.shape(node.inputs[i])) for i in receivers]
 
 
