@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
@@ -28,7 +29,8 @@ def torchvision_model(name: str):
 
 
 def onnx_model(name: str) -> Path:
-    """The exported model's path, exporting it on first use."""
+    """The exported model's path, exporting it on first use (with a list of its node names
+    beside it, so that finding a layer does not load the whole model)."""
     path = FOLDER / f"{name}.onnx"
     if not path.exists():
         import torch
@@ -37,6 +39,10 @@ def onnx_model(name: str) -> Path:
         torch.onnx.export(torchvision_model(name), torch.zeros(1, 3, 224, 224), str(path),
                           dynamo=False, opset_version=17, input_names=["image"],
                           output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    nodes = path.with_suffix(".nodes.json")
+    if not nodes.exists():
+        graph = onnx.load(str(path)).graph
+        nodes.write_text(json.dumps([[node.name, node.output[0]] for node in graph.node]))
     return path
 
 
@@ -45,8 +51,8 @@ def module_output(path: Path, module: str) -> str:
     the TorchScript exporter named under it."""
     parts = module.split(".")
     prefix = "/" + "/".join(".".join(parts[:i + 1]) for i in range(len(parts))) + "/"   # /a/a.b/
-    names = [node.output[0] for node in onnx.load(str(path), load_external_data=False).graph.node
-             if node.name.startswith(prefix)]
+    nodes = json.loads(path.with_suffix(".nodes.json").read_text())
+    names = [output for name, output in nodes if name.startswith(prefix)]
     if not names:
         raise KeyError(f"no node of module {module} in {path.name}")
     return names[-1]

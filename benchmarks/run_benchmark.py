@@ -1,7 +1,8 @@
-"""exbp's CPU benchmark: time and memory of MWP / c-MWP against onnxruntime's forward pass.
+"""exbp's benchmark: time and memory of MWP / c-MWP against onnxruntime's forward pass.
 
     pip install -e ".[bench]"           # torch and torchvision export the models; TorchRay, Zennit
     python benchmarks/run_benchmark.py  # [--models vgg16 resnet50 ...] [--runs 10] [--json FILE]
+    python benchmarks/run_benchmark.py --device cuda   # GPU mode (the gpu extra, a CUDA device)
 
 For each torchvision model (random weights, seed 0, exported once to ONNX opset 17, batch 1,
 3×224×224) one worker process times, in interleaved rounds after a warm-up, onnxruntime's forward
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -58,7 +61,6 @@ def _tensor(path: Path, layer):
 # ---- workers (run in their own process) -----------------------------------------------------
 
 def _input():
-    import numpy as np
     return np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)
 
 
@@ -161,6 +163,84 @@ def _median_time(job, runs: int) -> float:
     return statistics.median(values)
 
 
+GPU_MODELS = ("vgg16", "resnet50", "googlenet")
+GPU_BATCHES = (1, 32)
+
+
+def worker_gpu(model: str, batch: int, runs: int) -> dict:
+    """onnxruntime's CUDA forward pass alone against exbp on the CuPy backend, input on the GPU,
+    every job ending in a device synchronisation; peak device memory of each phase."""
+    import cupy
+    import onnxruntime as ort
+
+    import exbp
+
+    path = onnx_model(model)
+    x = cupy.asarray(np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32))
+    session = ort.InferenceSession(str(path), providers=[("CUDAExecutionProvider", {"device_id": 0}),
+                                                         "CPUExecutionProvider"])
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("image", ort.OrtValue.from_dlpack(x))
+    binding.bind_output("logits", "cuda", 0)
+    device = cupy.cuda.Device(0)
+
+    def forward():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+    explainer = exbp.Explainer(path, device="cuda")
+    jobs = {"forward": forward}
+    for name, (layer, method, targets) in configurations(model).items():
+        tensor = _tensor(path, layer)
+        jobs[name] = (lambda t=tensor, m=method, k=targets:
+                      explainer.explain(x, targets=k, layer=t, method=m))
+    peaks = {}
+    for name, job in jobs.items():
+        job(), job()
+        device.synchronize()
+        free, total = cupy.cuda.runtime.memGetInfo()
+        peaks[name] = (total - free) / 2 ** 20
+    times = {name: [] for name in jobs}
+    for _ in range(runs):
+        for name, job in jobs.items():
+            device.synchronize()
+            started = time.perf_counter()
+            job()
+            device.synchronize()
+            times[name].append(time.perf_counter() - started)
+    return {"median_s": {name: statistics.median(v) for name, v in times.items()},
+            "device_memory_mb": peaks, "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()}
+
+
+def gpu_report(models, runs: int, path: Path) -> int:
+    from exbp.engine.backends import cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason:
+        print(f"GPU mode needs a CUDA backend: {reason}", file=sys.stderr)
+        return 1
+    report = {"runs": runs, "models": {}}
+    for model in models:
+        onnx_model(model)
+        for batch in GPU_BATCHES:
+            result = _spawn("gpu", model, batch, runs)
+            report["device"] = result["device"]
+            forward = result["median_s"]["forward"]
+            print(f"\n{model}, batch {batch}, {result['device']}: onnxruntime CUDA forward "
+                  f"{forward * 1e3:.2f} ms, device memory {result['device_memory_mb']['forward']:.0f} MB")
+            rows = {}
+            for name, seconds in result["median_s"].items():
+                if name == "forward":
+                    continue
+                rows[name] = {"ms": seconds * 1e3, "ratio": seconds / forward,
+                              "device_memory_mb": result["device_memory_mb"][name]}
+                print(f"  {name:22s} {seconds * 1e3:9.2f} ms {seconds / forward:7.2f} × fwd "
+                      f"{result['device_memory_mb'][name]:8.0f} MB")
+            report["models"][f"{model}@{batch}"] = {"forward_ms": forward * 1e3, "configs": rows}
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nmedians of {runs} runs after warm-up, synchronised; JSON: {path}")
+    return 0
+
+
 def _spawn(*args) -> dict:
     result = subprocess.run([sys.executable, __file__, "--worker", *map(str, args)],
                             capture_output=True, text=True)
@@ -177,15 +257,20 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory workers")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         kind, model, *rest = args.worker
         work = {"timing": lambda: worker_timing(model, int(rest[0])),
                 "memory": lambda: worker_memory(model, rest[0]),
-                "references": lambda: worker_references(model, int(rest[0]))}[kind]
+                "references": lambda: worker_references(model, int(rest[0])),
+                "gpu": lambda: worker_gpu(model, int(rest[0]), int(rest[1]))}[kind]
         print(json.dumps(work()))
         return 0
+    if args.device == "cuda":
+        models = [m for m in args.models if m in GPU_MODELS] or list(GPU_MODELS)
+        return gpu_report(models, max(args.runs, 20), args.json.with_name("results_gpu.json"))
 
     for model in args.models:
         onnx_model(model)                      # export once, outside the timed workers

@@ -213,3 +213,15 @@ def test_bad_input(vgg, x, fragment):
 def test_unknown_device():
     _, model = vgg_like()
     assert "'tpu'" in _raises(exbp.ExbpError, exbp.Explainer, model, device="tpu")
+
+
+def test_cuda_when_unavailable_says_why_and_auto_falls_back():
+    from exbp.engine.backends import cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason is None:
+        pytest.skip("a CUDA backend is available here; tests/test_gpu.py covers it")
+    _, model = vgg_like()
+    message = _raises(exbp.ExbpError, exbp.Explainer, model, device="cuda:0")
+    assert reason in message and "device='cpu'" in message
+    assert exbp.Explainer(model, device="auto").device == "cpu"

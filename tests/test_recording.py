@@ -43,3 +43,42 @@ def test_session_is_built_once_per_layer_and_reused():
             session = explainer._recorder(explainer._plan(layer))[0].session
             assert sessions.setdefault(layer, session) is session
     assert len(set(map(id, sessions.values()))) == 2
+
+
+def test_bound_recording_hands_outputs_over_through_dlpack():
+    """The IOBinding path the CUDA backend takes, run on the CPU: same values as a plain run,
+    outputs read through DLPack, the input accepted as a DLPack-capable array."""
+    class BoundCpu:
+        onnxruntime_providers = ("CPUExecutionProvider",)
+        binding_device = ("cpu", 0)
+
+        @staticmethod
+        def from_onnxruntime(value):
+            return np.from_dlpack(value)
+
+    b, model = resnet_like()
+    explainer = exbp.Explainer(model)
+    plan = explainer._plan(b.input_name)
+    values, shapes = plan.values | {explainer.logits_name}, plan.shapes | {"relu8"}
+    plain = Recorder(model, b.input_name, values, shapes, shared={})
+    bound = Recorder(model, b.input_name, values, shapes, shared={}, backend=BoundCpu())
+    x = b.input(seed=4, batch=2)
+    want, want_shapes = plain.run(x, values, shapes)
+    for given in (x, _DLPackOnly(x)):
+        got, got_shapes = bound.run(given, values, shapes)
+        assert set(got) == set(want) and got_shapes == want_shapes
+        for name in values:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+class _DLPackOnly:
+    """An array known only by the DLPack protocol, as a CuPy array is to onnxruntime."""
+
+    def __init__(self, array):
+        self._array, self.shape = array, array.shape
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()

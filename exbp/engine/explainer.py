@@ -186,7 +186,7 @@ class Explainer:
         recorder, owners = self._recorder(plan)
         recorded, shapes = recorder.run(x, plan.values | {self.logits_name} | set(owners),
                                         plan.shapes)
-        logits = np.asarray(recorded[self.logits_name], dtype=np.float32)
+        logits = self.backend.to_host(recorded[self.logits_name]).astype(np.float32, copy=False)
         values = {name: self.backend.asarray(value) for name, value in recorded.items()}
         return logits, TensorStore(self._constants, values, shapes, owners, self._non_negative)
 
@@ -199,7 +199,8 @@ class Explainer:
                     [step.node for step in plan.steps], self.graph)
             recorder = Recorder(self.model, self.graph.input_name,
                                 plan.values | {self.logits_name} | set(owners), plan.shapes,
-                                shared={**self._released, **arrays}, extra_nodes=nodes)
+                                shared={**self._released, **arrays}, extra_nodes=nodes,
+                                backend=self.backend)
             self._recorders[plan.layer] = (recorder, owners)
         return self._recorders[plan.layer]
 
@@ -268,9 +269,15 @@ class Explainer:
                              "layers with Explainer.layers() or `exbp layers MODEL`")
         return name
 
-    def _checked_input(self, x) -> np.ndarray:
+    def _checked_input(self, x):
+        """The input as float32: a NumPy array, or a CuPy array that stays on the GPU when the
+        backend is CUDA (a CPU backend brings it to the host)."""
+        on_device = hasattr(x, "__cuda_array_interface__")
+        if on_device and not hasattr(self.backend, "device_id"):
+            x, on_device = x.get(), False
+        xp = self.backend.xp if on_device else np
         try:
-            x = np.asarray(x)
+            x = xp.asarray(x)
         except Exception:
             raise InputError(f"the input must be an array, got {type(x).__name__}") from None
         expected = self.graph.input_shape
@@ -284,9 +291,9 @@ class Explainer:
                              f"{self.graph.input_name!r} takes {shown}")
         if x.shape[0] == 0:
             raise InputError("the input holds no images (batch size 0)")
-        if not np.all(np.isfinite(x)):
+        if not bool(xp.all(xp.isfinite(x))):
             raise InputError("the input contains NaN or infinite values")
-        return x.astype(np.float32, copy=False)
+        return x.astype(xp.float32, copy=False)
 
 
 def _checked_methods(methods: Sequence[str]) -> tuple[str, ...]:

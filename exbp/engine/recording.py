@@ -32,10 +32,10 @@ class Recorder:
     def __init__(self, model: onnx.ModelProto, input_name: str, values: Iterable[str],
                  shapes: Iterable[str], shared: Mapping[str, np.ndarray],
                  extra_nodes: Sequence[onnx.NodeProto] = (),
-                 providers: Optional[Sequence] = None,
-                 session_options: Optional[ort.SessionOptions] = None):
+                 session_options: Optional[ort.SessionOptions] = None, backend=None):
         """``shared``: the arrays of the initializers whose data the model no longer holds, and
-        of the extra nodes' initializers; ``values`` may name the extra nodes' outputs."""
+        of the extra nodes' initializers; ``values`` may name the extra nodes' outputs. With a
+        CUDA ``backend`` the session runs on its GPU and the recorded tensors stay there."""
         self.input_name = input_name
         recording = onnx.ModelProto()
         recording.CopyFrom(model)
@@ -66,9 +66,12 @@ class Recorder:
             graph.output.append(onnx.ValueInfoProto(name=name + SHAPE_SUFFIX))
         options = session_options or default_session_options()
         self._keep_alive = share_arrays(options, dict(shared))
+        self._backend = backend
+        self._binding_device = getattr(backend, "binding_device", None)
+        providers = list(getattr(backend, "onnxruntime_providers", ["CPUExecutionProvider"]))
         try:
             self.session = ort.InferenceSession(recording.SerializeToString(), options,
-                                                providers=list(providers or ["CPUExecutionProvider"]))
+                                                providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"onnxruntime cannot run the model: {_first_line(exc)}") from None
         model_input = next(i for i in self.session.get_inputs() if i.name == input_name)
@@ -80,18 +83,44 @@ class Recorder:
         by_value = wanted_shapes - self._shape_sources
         values = sorted((set(values) | by_value) - {self.input_name})
         wanted_shapes = sorted(wanted_shapes & self._shape_sources)
-        names = values + [name + SHAPE_SUFFIX for name in wanted_shapes]
-        feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_type)}
+        shape_outputs = [name + SHAPE_SUFFIX for name in wanted_shapes]
         try:
-            outputs = self.session.run(names, feed)
+            if self._binding_device is None:
+                x = np.ascontiguousarray(x, dtype=self.input_type)
+                outputs = self.session.run(values + shape_outputs, {self.input_name: x})
+            else:
+                x, outputs = self._run_bound(x, values, shape_outputs)
         except Exception as exc:
             raise InputError(f"the model could not run on an input of shape {tuple(x.shape)}: "
                              f"{_first_line(exc)}") from None
         recorded = dict(zip(values, outputs[:len(values)]))
-        recorded[self.input_name] = feed[self.input_name]
+        recorded[self.input_name] = x
         shape_of = {name: tuple(int(d) for d in shape)
                     for name, shape in zip(wanted_shapes, outputs[len(values):])}
         return recorded, shape_of
+
+    def _run_bound(self, x, values, shape_outputs):
+        """One run through IOBinding: the values stay in the device's memory and become the
+        backend's arrays through DLPack (no copy); only the small Shape outputs come to the host.
+        Returns (the input as recorded, the outputs)."""
+        binding = self.session.io_binding()
+        if isinstance(x, np.ndarray):
+            x = np.ascontiguousarray(x, dtype=self.input_type)
+            binding.bind_cpu_input(self.input_name, x)
+        else:
+            value = ort.OrtValue.from_dlpack(x)
+            binding.bind_ortvalue_input(self.input_name, value)
+            x = self._backend.from_onnxruntime(value)
+        device_type, device_id = self._binding_device
+        for name in values:
+            binding.bind_output(name, device_type, device_id)
+        for name in shape_outputs:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        outputs = binding.get_outputs()
+        return x, ([self._backend.from_onnxruntime(v) for v in outputs[:len(values)]]
+                   + [v.numpy() for v in outputs[len(values):]])
 
 
 # Initializers smaller than this stay in the model: onnxruntime reads shapes, axes and pads

@@ -1,0 +1,73 @@
+"""The CuPy backend against the CPU: every rule case and test model, on a CUDA device.
+
+Skipped, with the reason, where CuPy, a CUDA device or onnxruntime's CUDAExecutionProvider is
+missing (see README, "GPU"); the CPU suite does not depend on these tests.
+"""
+
+import numpy as np
+import pytest
+
+import exbp
+from exbp.engine.backends import cuda_unavailable
+from builders import inception_like, mobilenet_like, resnet_like, vgg_like
+from test_rules import CASES, _model, _top_for
+
+UNAVAILABLE = cuda_unavailable()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no CUDA backend: {UNAVAILABLE}")
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("positive", [False, True], ids=["mixed_signs", "non_negative"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rule_on_gpu_matches_numpy(name, positive):
+    b, model = _model(CASES[name])
+    x = b.input(seed=11, positive=positive)
+    top = _top_for(model, x)
+    want = exbp.Explainer(model, device="numpy").propagate(x, top, layer=b.input_name)
+    got = exbp.Explainer(model, device="cuda").propagate(x, top, layer=b.input_name)
+    _close(got, want)
+
+
+@pytest.mark.parametrize("build", [vgg_like, inception_like, resnet_like, mobilenet_like])
+def test_models_on_gpu_match_cpu(build):
+    b, model = build()
+    x = b.input(seed=5, batch=2)
+    cpu, gpu = exbp.Explainer(model), exbp.Explainer(model, device="cuda")
+    assert gpu.device == "cuda:0"
+    for layer in (cpu.default_layer(x.shape), b.input_name):
+        want = cpu.explain_methods(x, targets=[3, 7], layer=layer)
+        got = gpu.explain_methods(x, targets=[3, 7], layer=layer, resize=False)
+        for method in ("mwp", "cmwp"):
+            assert isinstance(got[method].maps, np.ndarray)
+            _close(got[method].maps, want[method].maps)
+            np.testing.assert_array_equal(got[method].targets, want[method].targets)
+
+
+def test_recorded_tensors_stay_on_the_gpu(monkeypatch):
+    import cupy
+
+    from exbp.engine.recording import Recorder
+
+    b, model = resnet_like()
+    explainer = exbp.Explainer(model, device="cuda")
+    seen = []
+    original = Recorder.run
+
+    def watching(self, *args, **kwargs):
+        recorded, shapes = original(self, *args, **kwargs)
+        seen.extend(type(value) for value in recorded.values())
+        return recorded, shapes
+    monkeypatch.setattr(Recorder, "run", watching)
+    x = cupy.asarray(b.input(seed=1))
+    result = explainer.explain(x, targets=1, layer=b.input_name)
+    assert seen and all(kind is cupy.ndarray for kind in seen)
+    _close(result.maps, exbp.Explainer(model).explain(cupy.asnumpy(x), targets=1,
+                                                      layer=b.input_name).maps)
+
+
+def test_auto_chooses_the_gpu():
+    _, model = vgg_like()
+    assert exbp.Explainer(model, device="auto").device == "cuda:0"

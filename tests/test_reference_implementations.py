@@ -1,0 +1,97 @@
+"""exbp against the reference implementations (REFERENCE §7, external oracles).
+
+A BN-free VGG-style network in PyTorch, exported to ONNX: exbp's maps must equal TorchRay's
+excitation backprop and contrastive excitation backprop at the same layer, and Zennit's
+ExcitationBackprop composite at the pixels, with zero_params="bias" and a negligible stabiliser
+(its defaults keep the bias and add 1e-6 to every normaliser, which leaks mass).
+These checks need the optional `reference` extra (torch, torchvision, TorchRay, Zennit; see
+README) and skip cleanly without it.
+"""
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+
+import exbp
+
+torch = pytest.importorskip("torch", reason="the reference checks need torch (extra 'reference')")
+
+
+def _network():
+    torch.manual_seed(0)
+    nn = torch.nn
+
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(12, 16, 3, padding=1), nn.ReLU())
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+    return Small().eval()
+
+
+@pytest.fixture(scope="module")
+def exported():
+    network = _network()
+    buffer = io.BytesIO()
+    torch.onnx.export(network, torch.zeros(1, 3, 32, 32), buffer, dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"])
+    model = onnx.load_from_string(buffer.getvalue())
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    return network, exbp.Explainer(model), model, x
+
+
+def _onnx_tensor(model, module: str) -> str:
+    parts = module.split(".")
+    prefix = "/" + "/".join(".".join(parts[:i + 1]) for i in range(len(parts))) + "/"
+    return [n.output[0] for n in model.graph.node if n.name.startswith(prefix)][-1]
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("module", ["features.4", "features.7"])
+def test_torchray_excitation_backprop(exported, module):
+    excitation = pytest.importorskip("torchray.attribution.excitation_backprop",
+                                     reason="TorchRay is not installed (extra 'reference')")
+    network, explainer, model, x = exported
+    for target in (2, 7):
+        want = excitation.excitation_backprop(network, torch.from_numpy(x), target,
+                                              saliency_layer=module).detach().numpy()[:, 0]
+        got = explainer.explain(x, targets=target, layer=_onnx_tensor(model, module), method="mwp")
+        _close(got.maps[:, 0], want)
+
+
+def test_torchray_contrastive_excitation_backprop(exported):
+    excitation = pytest.importorskip("torchray.attribution.excitation_backprop",
+                                     reason="TorchRay is not installed (extra 'reference')")
+    network, explainer, model, x = exported
+    for target in (2, 7):
+        want = excitation.contrastive_excitation_backprop(
+            network, torch.from_numpy(x), target, saliency_layer="features.4",
+            contrast_layer="classifier.2", classifier_layer="classifier.3").detach().numpy()[:, 0]
+        got = explainer.explain(x, targets=target, layer=_onnx_tensor(model, "features.4"),
+                                method="cmwp")
+        _close(got.maps[:, 0], want)
+
+
+def test_zennit_excitation_backprop_at_the_pixels(exported):
+    composites = pytest.importorskip("zennit.composites", reason="Zennit is not installed (extra 'reference')")
+    network, explainer, model, x = exported
+    composite = composites.ExcitationBackprop(stabilizer=1e-12, zero_params=["bias"])
+    image = torch.from_numpy(x).requires_grad_(True)
+    with composite.context(network) as modified:
+        output = modified(image)
+        (relevance,) = torch.autograd.grad(output, image, torch.eye(10)[[5]])
+    want = relevance.detach().numpy().sum(axis=1)
+    got = explainer.explain(x, targets=5, layer="image", method="mwp").maps[:, 0]
+    _close(got, want)
