@@ -11,6 +11,7 @@ from PIL import Image
 
 import exbp
 from exbp.cli.main import cli
+from exbp.engine.backends import cuda_unavailable
 from builders import ModelBuilder, vgg_like
 
 DATA = Path(__file__).parent / "data"
@@ -254,6 +255,17 @@ def test_channel_mismatch(tmp_path):
     model = save_model(b.build(b.gemm(b.flatten(b.gap(b.input_name)), 3)), tmp_path / "rgbd.onnx")
     result = run("explain", model, save_image(tmp_path / "i.png"))
     assert result.exit_code == 1 and "takes 4 channels" in result.stderr
+
+
+def test_device_auto_says_which_and_unknown_device_is_refused(small, tmp_path):
+    model, _ = small
+    out = tmp_path / "out"
+    result = run("explain", model, save_image(tmp_path / "i.png"), "--device", "auto", "--out", out)
+    assert result.exit_code == 0, result.output
+    chosen = "cpu" if cuda_unavailable() else "cuda:0"
+    assert f"device: {chosen}" in result.stderr and summary(out)["device"] == chosen
+    result = run("explain", model, save_image(tmp_path / "i.png"), "--device", "tpu")
+    assert result.exit_code == 1 and "unknown device 'tpu'; use cpu, cuda, cuda:N or auto" in result.stderr
 
 
 # ---- layers, check, demo -----------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Bad input gets one line that names the thing and what would be accepted."""
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -225,3 +227,27 @@ def test_cuda_when_unavailable_says_why_and_auto_falls_back():
     message = _raises(exbp.ExbpError, exbp.Explainer, model, device="cuda:0")
     assert reason in message and "device='cpu'" in message
     assert exbp.Explainer(model, device="auto").device == "cpu"
+
+
+def test_cuda_reasons_name_what_to_install(monkeypatch):
+    """With a GPU visible but no CUDA provider, the reason says which onnxruntime to install."""
+    import importlib.metadata
+    import types
+
+    import onnxruntime
+    from exbp.engine import backends
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 2)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert "no CUDA device 3; this machine has 2 (0 to 1)" in backends.cuda_unavailable(3)
+
+    installed = {"onnxruntime"}
+
+    def distribution(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    assert "install onnxruntime-gpu in place of onnxruntime" in backends.cuda_unavailable(0)
+    installed.add("onnxruntime-gpu")
+    assert "both installed" in backends.cuda_unavailable(1)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .. import Explainer, ExbpError, __version__
+from ..engine.backends import cuda_unavailable
 from ..engine.loading import MAX_OPSET, MIN_OPSET
 from ..engine.targets import resolve_targets
 from ..exporters import FORMATS, MAP_WRITERS, map_record, write_summary
@@ -42,9 +43,13 @@ model_argument = click.argument("model", type=click.Path(exists=True, dir_okay=F
 
 def _load(model: Path, device: str = "cpu") -> Explainer:
     try:
-        return Explainer(model, device=device)
+        explainer = Explainer(model, device=device)
     except ExbpError as exc:
         raise click.ClickException(str(exc)) from None
+    if device == "auto":
+        reason = cuda_unavailable()
+        click.echo(f"device: {explainer.device}" + (f" ({reason})" if reason else ""), err=True)
+    return explainer
 
 
 @cli.command()

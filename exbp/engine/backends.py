@@ -8,6 +8,7 @@ with the ``gpu`` extra) on an NVIDIA GPU.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import re
 from typing import Optional
 
@@ -174,9 +175,21 @@ def cuda_unavailable(device_id: int = 0) -> Optional[str]:
         return f"there is no CUDA device {device_id}; this machine has {count} (0 to {count - 1})"
     import onnxruntime
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+            return ("onnxruntime and onnxruntime-gpu are both installed and one hides the other: "
+                    "pip uninstall -y onnxruntime onnxruntime-gpu, then install onnxruntime-gpu "
+                    "alone (see README)")
         return ("onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu in place of "
                 "onnxruntime (see README)")
     return None
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def backend_for(device: str) -> ArrayBackend:

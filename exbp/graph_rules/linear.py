@@ -141,26 +141,26 @@ def _matrix_weight(node: Node, graph: Graph) -> int:
     return 1 - _matrix_activation(node, graph)[0]
 
 
-@rule("Gemm", signal_inputs=_matrix_activation,
-      reads_values=lambda node, graph: tuple(node.inputs[i] for i in _matrix_activation(node, graph)),
-      refusal=_one_activation("Gemm"), weight_input=_matrix_weight)
+_MATRIX_RULE = dict(signal_inputs=_matrix_activation, weight_input=_matrix_weight,
+                    reads_values=lambda node, graph: tuple(node.inputs[i] for i in
+                                                           _matrix_activation(node, graph)))
+
+
+@rule("Gemm", refusal=_one_activation("Gemm"), **_MATRIX_RULE)
 def gemm_rule(node, tensors, signals, receivers):
-    act = receivers[0]
-    weight_name = node.inputs[1 - act]
-    trans = (bool(node.attrs["transA"]), bool(node.attrs["transB"]))
-    op = _matrix_op(tensors.xp, lambda part: tensors.weight(weight_name, part), act_first=act == 0,
-                    act_transposed=trans[act], weight_transposed=trans[1 - act])
-    return [excite(tensors, node.inputs[act], signals[0], op)]
+    return _excite_matrix(node, tensors, signals, receivers[0],
+                          transposed=(bool(node.attrs["transA"]), bool(node.attrs["transB"])))
 
 
-@rule("MatMul", signal_inputs=_matrix_activation,
-      reads_values=lambda node, graph: tuple(node.inputs[i] for i in _matrix_activation(node, graph)),
-      refusal=_one_activation("MatMul"), weight_input=_matrix_weight)
+@rule("MatMul", refusal=_one_activation("MatMul"), **_MATRIX_RULE)
 def matmul_rule(node, tensors, signals, receivers):
-    act = receivers[0]
+    return _excite_matrix(node, tensors, signals, receivers[0], transposed=(False, False))
+
+
+def _excite_matrix(node, tensors, signals, act: int, transposed: tuple[bool, bool]):
     weight_name = node.inputs[1 - act]
     op = _matrix_op(tensors.xp, lambda part: tensors.weight(weight_name, part), act_first=act == 0,
-                    act_transposed=False, weight_transposed=False)
+                    act_transposed=transposed[act], weight_transposed=transposed[1 - act])
     return [excite(tensors, node.inputs[act], signals[0], op)]
 
 
