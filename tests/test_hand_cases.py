@@ -85,3 +85,32 @@ def test_mass_at_zero_normaliser_is_lost_not_nan():
                     softmax=False)
     got = _propagate(model, np.zeros((1, 1, 2, 2)), [[[1.0]]], b.input_name)
     np.testing.assert_array_equal(got, np.zeros((1, 1, 1, 2, 2)))
+
+
+@pytest.mark.parametrize("opset", [9, 17])
+def test_which_tensors_are_known_non_negative(opset):
+    """The static sign analysis that lets a normaliser skip its x⁻ term, by hand: a ReLU output
+    stays ≥ 0 through a zero-filled Pad and a linear Resize, not through a negative fill value or
+    a cubic Resize (its kernel has negative lobes)."""
+    from exbp.engine.graph import Graph
+    from exbp.engine.precompute import non_negative_tensors
+
+    b = ModelBuilder((1, 2, 4, 4), opset=opset)
+    relu = b.relu(b.input_name)
+    pads = [0, 0, 1, 1, 0, 0, 1, 1]
+    if opset < 11:
+        zero_fill = b.node("Pad", [relu], pads=pads, value=0.0)
+        negative_fill = b.node("Pad", [relu], pads=pads, value=-1.0)
+        resized = {}
+    else:
+        zero_fill = b.node("Pad", [relu, b.const(np.array(pads, np.int64))])
+        negative_fill = b.node("Pad", [relu, b.const(np.array(pads, np.int64)), b.const(np.float32(-1.0))])
+        scales = np.array([1, 1, 2, 2], np.float32)
+        resized = {mode: b.node("Resize", [relu, "", b.const(scales)], mode=mode)
+                   for mode in ("linear", "cubic")}
+    outputs = [zero_fill, negative_fill, *resized.values()]
+    model = b.build(b.concat([b.gap(name) for name in outputs]), softmax=False)
+    found = non_negative_tensors(Graph.from_model(model, opset))
+    assert {relu, zero_fill} <= found and negative_fill not in found
+    if resized:
+        assert resized["linear"] in found and resized["cubic"] not in found

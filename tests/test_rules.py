@@ -133,6 +133,9 @@ CASES = {
     "transpose": Case(lambda b: b.node("Transpose", [b.input_name], perm=[0, 2, 3, 1])),
     "pad_constant": Case(lambda b: b.node("Pad", [b.input_name, _const(b, [0, 0, 1, 2, 0, 0, 2, 1]),
                                                   b.const(np.float32(0.5))])),
+    # a negative pad value makes the padded ReLU output signed: the normaliser needs its x⁻ term
+    "conv_after_negative_pad_value": Case(lambda b: b.conv(b.node("Pad", [
+        b.relu(b.input_name), _const(b, [0, 0, 1, 1, 0, 0, 1, 1]), b.const(np.float32(-0.5))]), 3, pad=0)),
     "pad_reflect": Case(lambda b: b.node("Pad", [b.input_name, _const(b, [0, 0, 2, 1, 0, 0, 1, 2])],
                                          mode="reflect")),
     "pad_edge": Case(lambda b: b.node("Pad", [b.input_name, _const(b, [0, 0, 1, 0, 0, 0, 0, 3])],

@@ -196,7 +196,7 @@ class Explainer:
             nodes, arrays, owners = [], {}, {}
             if self.backend.records_precomputed:
                 nodes, arrays, owners = precompute.plan_helpers(
-                    [step.node for step in plan.steps], self.graph)
+                    [step.node for step in plan.steps], self.graph, self._non_negative)
             recorder = Recorder(self.model, self.graph.input_name,
                                 plan.values | {self.logits_name} | set(owners), plan.shapes,
                                 shared={**self._released, **arrays}, extra_nodes=nodes,

@@ -16,7 +16,7 @@ them otherwise, as on the CuPy backend; the oracle tests cover both paths.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import AbstractSet, Callable, Iterable, Mapping
 
 import numpy as np
 from onnx import helper
@@ -31,7 +31,7 @@ _NON_NEGATIVE_OUTPUT = {"Relu", "Sigmoid", "Softmax", "Softplus", "HardSigmoid",
 _SIGN_KEEPING = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape",
                  "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Slice",
                  "Gather", "Split", "Concat", "Add", "Sum", "Mul", "Cast", "ReduceMean",
-                 "ReduceSum", "ReduceMax", "LRN", "Pad", "Resize"}
+                 "ReduceSum", "ReduceMax", "LRN"}
 
 
 def helper_name(node: Node, kind: str) -> str:
@@ -62,9 +62,15 @@ def non_negative_tensors(graph: Graph) -> set[str]:
                 value = graph.constant(node.inputs[1])
                 low = None if value is None else float(value)
             keeps = low is not None and low >= 0
+        elif node.op_type == "Pad":   # the fill value (an input, or before opset 11 an attribute)
+            fill = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] else []
+            keeps = (all(name in found for name in inputs[:1] + fill)
+                     and (node.attrs.get("value") or 0) >= 0)
+        elif node.op_type == "Resize":  # cubic interpolation overshoots below 0
+            keeps = inputs[0] in found and node.attrs.get("mode") != "cubic"
         elif node.op_type in _SIGN_KEEPING:
-            data = inputs[:1] if node.op_type in ("Reshape", "Slice", "Gather", "Pad", "Split",
-                                                  "Squeeze", "Unsqueeze", "Resize") else inputs
+            data = inputs[:1] if node.op_type in ("Reshape", "Slice", "Gather", "Split",
+                                                  "Squeeze", "Unsqueeze") else inputs
             keeps = all(name in found for name in data)
         else:
             keeps = False
@@ -106,9 +112,9 @@ def _listed(attrs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
 
 
-def plan_helpers(nodes: Iterable[Node], graph: Graph):
-    """(extra nodes, their arrays, {output name: the node it belongs to}) for a walk's nodes."""
-    non_negative = non_negative_tensors(graph)
+def plan_helpers(nodes: Iterable[Node], graph: Graph, non_negative: AbstractSet[str]):
+    """(extra nodes, their arrays, {output name: the node it belongs to}) for a walk's nodes;
+    ``non_negative``: the graph's :func:`non_negative_tensors`."""
     built, arrays, owners = [], {}, {}
     for node in nodes:
         for kind in kinds_for(node):
