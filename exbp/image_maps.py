@@ -18,6 +18,7 @@ from PIL import Image
 
 from .engine import Explainer
 from .engine.maps import resize
+from .engine.targets import class_scores
 from .labels import Labels
 from .preprocessing import Preprocessing, load_image, model_channels
 
@@ -50,7 +51,7 @@ def explain_image(explainer: Explainer, path: str | Path, preprocessing: Preproc
     x = preprocessing.to_input(image, channels)
     results = explainer.explain_methods(x, targets=list(targets), layer=layer, methods=methods)
     first = results[methods[0]]
-    logits = first.logits[0].reshape(first.logits.shape[1], -1).max(axis=-1)
+    logits = class_scores(first.logits)[0]
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
     chosen = list(dict.fromkeys(int(t) for t in first.targets[0]))

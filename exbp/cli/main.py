@@ -268,8 +268,4 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def main():  # pragma: no cover - the console script entry point is `cli`
-    cli()
-
-
 __all__ = ["cli", "supported_ops"]
