@@ -46,6 +46,15 @@ class Labels:
         raise TargetError(f"unknown class name {name!r}{hint}")
 
     @classmethod
+    def of(cls, labels) -> "Labels":
+        """Labels as given: a Labels, a list of names, or a file of them."""
+        if isinstance(labels, Labels):
+            return labels
+        if isinstance(labels, (list, tuple)):
+            return cls(list(labels))
+        return cls.from_file(labels)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> "Labels":
         try:
             text = Path(path).read_text(encoding="utf-8")

@@ -46,6 +46,18 @@ class Preprocessing:
     bgr: bool = False
     layout: Optional[str] = None               # "nchw" or "nhwc"; None: as the model's input shape says
 
+    def channels_for(self, model_input_shape) -> int:
+        """The channels a model of this input shape takes, in this layout (3 where unknown)."""
+        return model_channels(model_input_shape, self.layout)
+
+    def input_shape(self, model_input_shape) -> Optional[tuple[int, ...]]:
+        """The shape of one preprocessed image for the model, or None when the size follows each
+        image."""
+        if self.size is None:
+            return None
+        channels = self.channels_for(model_input_shape)
+        return (1, channels) + self.size if self.layout == "nchw" else (1,) + self.size + (channels,)
+
     def validate(self, channels: int) -> None:
         """InputError unless images can become inputs of ``channels`` channels."""
         if channels not in (1, 3):
@@ -154,12 +166,18 @@ def metadata_settings(metadata: Mapping[str, str]) -> dict:
 def resolve_preprocessing(model_input_shape, metadata: Mapping[str, str],
                           preset: Optional[str] = None, **overrides) -> Preprocessing:
     """The settings for a model: the preset if one is named, else the model's metadata over the
-    imagenet preset; then ``overrides`` (None values ignored). Size and layout not set by any of
-    these follow the model's input shape."""
+    imagenet preset; then ``overrides`` (None values ignored; text is parsed as the metadata's
+    and the CLI flags' values are, e.g. ``size="224x224"``, ``scale="1/255"``). Size and layout
+    not set by any of these follow the model's input shape."""
     if preset is not None and preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    unknown = set(overrides) - set(SETTINGS)
+    if unknown:
+        raise InputError(f"unknown preprocessing setting {sorted(unknown)[0]!r}; use "
+                         f"{', '.join(SETTINGS)}")
     settings = PRESETS[preset] if preset else replace(PRESETS["imagenet"], **metadata_settings(metadata))
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = replace(settings, **{k: _PARSERS[k](v) if isinstance(v, str) else v
+                                    for k, v in overrides.items() if v is not None})
     shape = tuple(model_input_shape or ())
     layout = settings.layout or _detected_layout(shape)
     size = settings.size

@@ -77,7 +77,7 @@ def test_identity_and_dropout_are_removed():
         return b, b.build(b.gemm(b.flatten(b.maxpool(x)), 5, name="classifier"))
     (b, plain), (_, padded) = build(False), build(True)
     explainer = exbp.Explainer(padded)
-    assert not {"Identity", "Dropout"} & {n.op_type for n in explainer.graph.nodes}
+    assert not {"Identity", "Dropout"} & {n.op_type for n in explainer.session.graph.nodes}
     x = b.input(seed=1)
     np.testing.assert_allclose(explainer.explain(x, targets=2, layer=b.input_name).maps,
                                exbp.Explainer(plain).explain(x, targets=2, layer=b.input_name).maps,
@@ -105,7 +105,7 @@ def test_gemm_alpha_and_shared_conv_are_handled():
     mixed = b.add(b.batchnorm(conv), conv)       # conv feeds BN and the Add: BN cannot fold
     weight = b.const(np.random.default_rng(0).normal(size=(108, 4)).astype(np.float32))
     model = b.build(b.node("Gemm", [b.flatten(mixed), weight], alpha=2.5), softmax=False)
-    graph = exbp.Explainer(model).graph
+    graph = exbp.Explainer(model).session.graph
     assert "BatchNormalization" in {n.op_type for n in graph.nodes}
     gemm = next(n for n in graph.nodes if n.op_type == "Gemm")
     assert gemm.attrs["alpha"] == 1.0

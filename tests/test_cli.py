@@ -11,7 +11,7 @@ from PIL import Image
 
 import exbp
 from exbp.cli.main import cli
-from exbp.engine.backends import cuda_unavailable
+from exbp import cuda_unavailable
 from builders import ModelBuilder, vgg_like
 
 DATA = Path(__file__).parent / "data"
@@ -151,7 +151,7 @@ def test_targets_methods_formats_and_files(small, tmp_path):
     assert first["max_point"] == {"x": int(x), "y": int(y)}
     explainer = exbp.Explainer(str(model))
     from exbp.preprocessing import load_image, resolve_preprocessing
-    settings = resolve_preprocessing(explainer.graph.input_shape, explainer.metadata)
+    settings = resolve_preprocessing(explainer.input_spec.shape, explainer.metadata)
     expected = explainer.explain(settings.to_input(load_image(image), 3), targets=2, layer="relu4",
                                  method="cmwp").maps[0, 0]
     np.testing.assert_allclose(raw, expected, rtol=1e-6)

@@ -101,7 +101,7 @@ def test_conservation_at_every_cut_layer(architecture):
     top[0, 0, 2] = 1.0
     order = [n.name for n in model.graph.node]
     producer = {o: n.name for n in model.graph.node for o in n.output}
-    for layer in explainer.catalogue.cuts:
+    for layer in explainer.session.catalogue.cuts:
         signal = explainer.propagate(x, top, layer=layer)
         oracle = Oracle(model)
         oracle.signal(x, top, layer)
@@ -135,7 +135,7 @@ def test_resize_matches_pillow_bilinear(architecture):
 def _kernel_calls(explainer, monkeypatch, x, layer):
     """(conv calls, conv_transpose calls) for 1 and for 5 targets."""
     calls = {"conv": 0, "conv_transpose": 0}
-    backend_type = type(explainer.backend)
+    backend_type = type(explainer.session.backend)
     for kernel in calls:
         original = getattr(backend_type, kernel)
 
@@ -199,6 +199,6 @@ def test_channels_last_input():
     explainer = exbp.Explainer(model)
     x = b.input(seed=7)
     result = explainer.explain(x, targets=1, layer=b.input_name, method="mwp", resize=True)
-    assert explainer.catalogue.channel_axis(b.input_name) == -1
+    assert explainer.session.catalogue.channel_axis(b.input_name) == -1
     expected = Oracle(model).signal(x, np.eye(5, dtype=np.float32)[None, 1:2], b.input_name).sum(axis=-1)
     _close(result.maps[:, 0], expected[0])

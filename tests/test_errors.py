@@ -182,7 +182,7 @@ def test_unknown_layer_suggests_close_names(vgg):
 
 def test_layer_without_spatial_axes(vgg):
     b, explainer = vgg
-    flat = next(layer for layer in explainer.graph.nodes if layer.op_type == "Flatten").outputs[0]
+    flat = next(layer for layer in explainer.session.graph.nodes if layer.op_type == "Flatten").outputs[0]
     assert "cannot carry a map" in _raises(exbp.LayerError, explainer.explain, b.input(), layer=flat)
 
 
@@ -218,7 +218,7 @@ def test_unknown_device():
 
 
 def test_cuda_when_unavailable_says_why_and_auto_falls_back():
-    from exbp.engine.backends import cuda_unavailable
+    from exbp import cuda_unavailable
 
     reason = cuda_unavailable()
     if reason is None:
@@ -235,7 +235,7 @@ def test_cuda_reasons_name_what_to_install(monkeypatch):
     import types
 
     import onnxruntime
-    from exbp.engine import backends
+    from exbp.engine.compute import backends
 
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 2)
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))

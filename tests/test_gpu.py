@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import exbp
-from exbp.engine.backends import cuda_unavailable
+from exbp import cuda_unavailable
 from builders import inception_like, mobilenet_like, resnet_like, vgg_like
 from test_rules import CASES, _model, _top_for
 
@@ -49,7 +49,7 @@ def test_models_on_gpu_match_cpu(build):
 def test_recorded_tensors_stay_on_the_gpu(monkeypatch):
     import cupy
 
-    from exbp.engine.recording import Recorder
+    from exbp.engine.record.recording import Recorder
 
     b, model = resnet_like()
     explainer = exbp.Explainer(model, device="cuda")

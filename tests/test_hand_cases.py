@@ -92,8 +92,8 @@ def test_which_tensors_are_known_non_negative(opset):
     """The static sign analysis that lets a normaliser skip its x⁻ term, by hand: a ReLU output
     stays ≥ 0 through a zero-filled Pad and a linear Resize, not through a negative fill value or
     a cubic Resize (its kernel has negative lobes)."""
-    from exbp.engine.graph import Graph
-    from exbp.engine.precompute import non_negative_tensors
+    from exbp.engine.graph.model import Graph
+    from exbp.engine.graph.signs import non_negative_tensors
 
     b = ModelBuilder((1, 2, 4, 4), opset=opset)
     relu = b.relu(b.input_name)

@@ -34,7 +34,7 @@ def _downsampling_net():
 def test_default_layer_is_the_deepest_cut_at_one_eighth_to_one_sixteenth():
     b, model, block, inside = _downsampling_net()
     explainer = exbp.Explainer(model)
-    assert block in explainer.catalogue.cuts and inside not in explainer.catalogue.cuts
+    assert block in explainer.session.catalogue.cuts and inside not in explainer.session.catalogue.cuts
     assert explainer.default_layer() == block
     assert explainer.explain(b.input()).layer == block
 

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 
 import exbp
-from exbp.engine.recording import Recorder, default_session_options
+from exbp.engine.record.recording import Recorder, default_session_options
 from builders import inception_like, mobilenet_like, resnet_like, vgg_like
 
 
@@ -14,8 +14,8 @@ from builders import inception_like, mobilenet_like, resnet_like, vgg_like
 def test_optimised_recording_equals_unoptimised(build):
     b, model = build()
     explainer = exbp.Explainer(model)
-    plan = explainer._plan(b.input_name)          # the walk that reads the most
-    values, shapes = plan.values | {explainer.logits_name}, plan.shapes
+    plan = explainer.session.plan(b.input_name)          # the walk that reads the most
+    values, shapes = plan.values | {explainer.session.logits}, plan.shapes
     plain = ort.SessionOptions()
     plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert default_session_options().graph_optimization_level != plain.graph_optimization_level
@@ -40,7 +40,7 @@ def test_session_is_built_once_per_layer_and_reused():
     for _ in range(2):
         for layer in (explainer.default_layer(), b.input_name):
             explainer.explain(b.input(), layer=layer)
-            session = explainer._recorder(explainer._plan(layer))[0].session
+            session = explainer.session.recorder(explainer.session.plan(layer)).session
             assert sessions.setdefault(layer, session) is session
     assert len(set(map(id, sessions.values()))) == 2
 
@@ -58,8 +58,8 @@ def test_bound_recording_hands_outputs_over_through_dlpack():
 
     b, model = resnet_like()
     explainer = exbp.Explainer(model)
-    plan = explainer._plan(b.input_name)
-    values, shapes = plan.values | {explainer.logits_name}, plan.shapes | {"relu8"}
+    plan = explainer.session.plan(b.input_name)
+    values, shapes = plan.values | {explainer.session.logits}, plan.shapes | {"relu8"}
     plain = Recorder(model, b.input_name, values, shapes, shared={})
     bound = Recorder(model, b.input_name, values, shapes, shared={}, backend=BoundCpu())
     x = b.input(seed=4, batch=2)

@@ -13,19 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import click
-import numpy as np
 from PIL import Image
 
-from .. import Explainer, ExbpError, __version__
-from ..engine.backends import cuda_unavailable
-from ..engine.loading import MAX_OPSET, MIN_OPSET
-from ..engine.targets import resolve_targets
-from ..exporters import FORMATS, MAP_WRITERS, map_record, write_summary
-from ..graph_rules import rule_for, supported_ops
-from ..image_maps import explain_image
-from ..labels import Labels
-from ..preprocessing import (PRESETS, Preprocessing, model_channels, parse_floats, parse_layout,
-                             parse_scale, parse_size, resolve_preprocessing)
+import exbp
 
 PARTIAL_FAILURE = 3
 METHOD_CHOICES = {"mwp": ("mwp",), "cmwp": ("cmwp",), "both": ("mwp", "cmwp")}
@@ -33,7 +23,7 @@ DEMO_TARGETS = {"chelsea.png": ("top1", "tabby cat"), "coffee.png": ("top1", "cu
 
 
 @click.group()
-@click.version_option(__version__, prog_name="exbp")
+@click.version_option(exbp.__version__, prog_name="exbp")
 def cli():
     """Excitation Backprop attention maps (MWP, c-MWP) for ONNX CNNs."""
 
@@ -41,13 +31,13 @@ def cli():
 model_argument = click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
 
-def _load(model: Path, device: str = "cpu") -> Explainer:
+def _load(model: Path, device: str = "cpu", labels: Optional[Path] = None) -> exbp.Explainer:
     try:
-        explainer = Explainer(model, device=device)
-    except ExbpError as exc:
+        explainer = exbp.Explainer(model, device=device, labels=labels)
+    except exbp.ExbpError as exc:
         raise click.ClickException(str(exc)) from None
     if device == "auto":
-        reason = cuda_unavailable()
+        reason = exbp.cuda_unavailable()
         click.echo(f"device: {explainer.device}" + (f" ({reason})" if reason else ""), err=True)
     return explainer
 
@@ -63,9 +53,9 @@ def _load(model: Path, device: str = "cpu") -> Explainer:
                                                "default: about 1/8 to 1/16 of the input size.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("exbp-out"),
               show_default=True, help="Output folder.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
+@click.option("--format", "formats", multiple=True, type=click.Choice(exbp.FORMATS),
               help="Repeat to choose several; default: all.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)),
+@click.option("--preset", type=click.Choice(sorted(exbp.PRESETS)),
               help="Preprocessing preset; default: the model's metadata, else imagenet.")
 @click.option("--size", metavar="HxW", help="Resize images to H×W (default: the model's input size).")
 @click.option("--mean", metavar="M1,M2,M3", help="Per-channel mean, in the model's channel order.")
@@ -79,60 +69,49 @@ def _load(model: Path, device: str = "cpu") -> Explainer:
 def explain(model, images, targets, method, layer, out, formats, preset, size, mean, std, scale,
             bgr, layout, labels_file, device):
     """Explain MODEL's prediction on IMAGES (files or folders) and write maps to --out."""
-    explainer = _load(model, device)
+    explainer = _load(model, device, labels_file)
     try:
-        labels = Labels.from_file(labels_file) if labels_file else Labels.from_metadata(explainer.metadata)
-        settings = resolve_preprocessing(
-            explainer.graph.input_shape, explainer.metadata, preset,
-            size=size and parse_size(size), mean=mean and parse_floats(mean, "mean"),
-            std=std and parse_floats(std, "std"), scale=scale and parse_scale(scale), bgr=bgr,
-            layout=layout and parse_layout(layout))
-        specs = _target_specs(targets or ("top1",), labels, explainer)
+        settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata, preset,
+                                              size=size, mean=mean, std=std, scale=scale, bgr=bgr,
+                                              layout=layout)
+        specs = _target_specs(targets or ("top1",), explainer)
         _check_explainable(explainer, settings, layer, METHOD_CHOICES[method])
-    except ExbpError as exc:
-        raise click.ClickException(str(exc)) from None
+    except exbp.ExbpError as exc:
+        raise click.ClickException(_with_hint(exc, model)) from None
     files = _expand(images)
     jobs = [(path, specs) for path in files]
-    failed = _run(explainer, jobs, settings, METHOD_CHOICES[method], layer, labels, out,
-                  formats or FORMATS, model)
+    failed = _run(explainer, jobs, settings, METHOD_CHOICES[method], layer, out,
+                  formats or exbp.FORMATS, model)
     if failed:
         sys.exit(PARTIAL_FAILURE)
 
 
-def _target_specs(targets, labels: Optional[Labels], explainer: Explainer) -> list:
-    """Each --target as an int or "topK", checked against the model's classes."""
-    specs = []
-    for text in targets:
-        text = text.strip()
-        if text.lower().startswith("top") and text[3:].isdigit():
-            specs.append(text.lower())
-        elif text.lstrip("-").isdigit():
-            specs.append(int(text))
-        elif labels is None:
-            raise ExbpError(f"class name {text!r} needs labels: pass --labels FILE (one name per "
-                            "line) or give a class index")
-        else:
-            specs.append(labels.index(text))
-    if explainer.classes:
-        resolve_targets(specs, np.zeros((1, explainer.classes), np.float32))
-    if labels is not None and explainer.classes and len(labels) != explainer.classes:
-        raise ExbpError(f"the labels name {len(labels)} classes but the model has {explainer.classes}")
+def _with_hint(exc: exbp.ExbpError, model: Path) -> str:
+    """The engine's message, and which command or flag helps."""
+    if isinstance(exc, exbp.LayerError):
+        return f"{exc} (see `exbp layers {model}`)"
+    if isinstance(exc, exbp.TargetError) and "needs labels" in str(exc):
+        return f"{exc}; or pass --labels FILE (one name per line)"
+    return str(exc)
+
+
+def _target_specs(targets, explainer: exbp.Explainer) -> list:
+    """Each --target as an int, "topK" or a class name, checked against the model's classes."""
+    specs = [int(text) if text.strip().lstrip("-").isdigit() else text.strip() for text in targets]
+    explainer.check_targets(specs)
     return specs
 
 
-def _check_explainable(explainer: Explainer, settings: Preprocessing, layer, methods) -> None:
-    settings.validate(model_channels(explainer.graph.input_shape, settings.layout))
+def _check_explainable(explainer: exbp.Explainer, settings: exbp.Preprocessing, layer, methods) -> None:
+    spec = explainer.input_spec
+    settings.validate(settings.channels_for(spec.shape))
     if layer is not None:
         explainer.resolve_layer(layer)
-    shape = None
-    if settings.size:
-        channels = model_channels(explainer.graph.input_shape, settings.layout)
-        shape = ((1, channels) + settings.size if settings.layout == "nchw"
-                 else (1,) + settings.size + (channels,))
+    shape = settings.input_shape(spec.shape)
     for method in methods:
         reason = explainer.refusal(layer, method, input_shape=shape)
         if reason:
-            raise ExbpError(reason)
+            raise exbp.ExbpError(reason)
 
 
 def _expand(images) -> list[Path]:
@@ -147,7 +126,7 @@ def _expand(images) -> list[Path]:
     return files
 
 
-def _run(explainer, jobs, settings, methods, layer, labels, out: Path, formats, model) -> int:
+def _run(explainer, jobs, settings, methods, layer, out: Path, formats, model) -> int:
     """Explain every (image, targets) job, write the formats, report; returns the failure count."""
     out.mkdir(parents=True, exist_ok=True)
     stems = _unique_stems([path for path, _ in jobs])
@@ -156,20 +135,19 @@ def _run(explainer, jobs, settings, methods, layer, labels, out: Path, formats, 
                            hidden=len(jobs) < 2, item_show_func=lambda job: job and job[0].name) as bar:
         for path, specs in bar:
             try:
-                maps = explain_image(explainer, path, settings, specs, methods, layer, labels)
-            except ExbpError as exc:
+                maps = exbp.explain_image(explainer, path, settings, specs, methods, layer)
+            except exbp.ExbpError as exc:
                 failures.append({"image": str(path), "error": str(exc)})
                 click.echo(f"\nskipped {path}: {exc}", err=True)
                 continue
             for image_map in maps:
-                base = out / _file_base(stems[path], image_map, labels)
-                files = [f for fmt in formats if fmt in MAP_WRITERS for f in MAP_WRITERS[fmt](image_map, base)]
-                records.append(map_record(image_map, files))
+                base = out / _file_base(stems[path], image_map, explainer.labels)
+                records.append(exbp.map_record(image_map, exbp.write_map_files(image_map, base, formats)))
     run = {"model": str(model), "device": explainer.device,
            "preprocessing": {k: v for k, v in vars(settings).items()}}
     written = f"{len(records)} maps for {len(jobs) - len(failures)} of {len(jobs)} images"
     if "json" in formats:
-        summary = write_summary(out / "summary.json", run, records, failures)
+        summary = exbp.write_summary(out / "summary.json", run, records, failures)
         click.echo(f"wrote {written} to {out} (summary: {summary})")
     else:
         click.echo(f"wrote {written} to {out}")
@@ -186,7 +164,7 @@ def _unique_stems(paths) -> dict:
     return stems
 
 
-def _file_base(stem: str, image_map, labels: Optional[Labels]) -> str:
+def _file_base(stem: str, image_map, labels: Optional[exbp.Labels]) -> str:
     name = labels.short_name(image_map.target) if labels else ""
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     target = f"{image_map.target}-{slug}" if slug else str(image_map.target)
@@ -202,13 +180,12 @@ def demo(out, device):
     folder = resources.files("exbp") / "demo"
     model = Path(str(folder / "efficientnet_lite0.onnx"))
     explainer = _load(model, device)
-    labels = Labels.from_metadata(explainer.metadata)
-    settings = resolve_preprocessing(explainer.graph.input_shape, explainer.metadata)
-    jobs = [(Path(str(folder / name)), _target_specs(targets, labels, explainer))
+    settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata)
+    jobs = [(Path(str(folder / name)), _target_specs(targets, explainer))
             for name, targets in DEMO_TARGETS.items()]
     click.echo(f"demo: EfficientNet-Lite0 (ImageNet) on {', '.join(DEMO_TARGETS)}; "
                "MWP and c-MWP for the top class and one other")
-    failed = _run(explainer, jobs, settings, ("mwp", "cmwp"), None, labels, out, FORMATS, model)
+    failed = _run(explainer, jobs, settings, ("mwp", "cmwp"), None, out, exbp.FORMATS, model)
     for overlay in sorted(out.glob("*_cmwp_overlay.png")):
         click.echo(f"  {overlay}")
     if failed:
@@ -221,7 +198,7 @@ def layers(model):
     """List the tensors of MODEL that can carry a map (* marks the default)."""
     explainer = _load(model)
     default = explainer.default_layer()
-    rows = [(("*" if name == default else " "), name, op_type, _shape_text(shape))
+    rows = [(("*" if name == default else " "), name, op_type, exbp.shape_text(shape))
             for name, op_type, shape in explainer.layers()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for index, row in enumerate(rows):
@@ -234,38 +211,9 @@ def layers(model):
 @model_argument
 def check(model):
     """Report whether exbp can explain MODEL; exit 0 when it can at the default layer."""
-    explainer = _load(model)
-    graph = explainer.graph
-    echo = click.echo
-    echo(f"model: {model}")
-    echo(f"opset: {graph.opset} (exbp supports {MIN_OPSET} to {MAX_OPSET})")
-    echo(f"input: {graph.input_name} {_shape_text(graph.input_shape)}")
-    outputs = [o.name for o in explainer.model.graph.output]
-    echo(f"outputs: {', '.join(f'{o} {_shape_text(graph.shapes.get(o))}' for o in outputs)}")
-    echo(f"logits: {explainer.logits_name} {_shape_text(graph.shapes.get(explainer.logits_name))}")
-    counts = Counter(node.op_type for node in graph.nodes)
-    ruled = sorted(op for op in counts if rule_for(next(n for n in graph.nodes if n.op_type == op)))
-    echo(f"ops with rules: {', '.join(f'{op} ×{counts[op]}' for op in ruled) or 'none'}")
-    unsupported = explainer.unsupported_nodes()
-    for op_type, name, reason, on_path in unsupported:
-        where = "on the input-to-logits path" if on_path else "off the path (harmless)"
-        echo(f"refused: {op_type} {name!r} ({where}): {reason}")
-    default = explainer.default_layer()
-    echo(f"default map layer: {default}")
-    verdicts = {method: explainer.refusal(None, method) for method in ("mwp", "cmwp")}
-    pixels = explainer.refusal(graph.input_name, "mwp")
-    for method, reason in verdicts.items():
-        echo(f"{method} at the default layer: {'yes' if reason is None else 'no: ' + reason}")
-    echo(f"maps at the input pixels: {'yes' if pixels is None else 'no: ' + pixels}")
-    if verdicts["mwp"] is not None:
+    report = _load(model).report()
+    click.echo(f"model: {model}")
+    for line in report.lines():
+        click.echo(line)
+    if not report.explainable:
         sys.exit(1)
-    echo("explainable: yes")
-
-
-def _shape_text(shape) -> str:
-    if shape is None:
-        return "(?)"
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
-
-
-__all__ = ["cli", "supported_ops"]

@@ -1,6 +1,4 @@
-"""Graph loading and canonicalisation, forward recording, the walker, backends, the public API."""
-
-from .explainer import METHODS, Explainer, Explanation
-from .layers import LayerInfo
-
-__all__ = ["METHODS", "Explainer", "Explanation", "LayerInfo"]
+"""The engine, along the data flow: graph/ (loading, canonicalisation, sign analysis, paths,
+layers) → record/ (onnxruntime recording, derived quantities, shared arrays) → walk/ (plans, the
+walker, methods, targets, maps), with compute/ (backends, kernels, constants) under them;
+session.py holds one model's state and explainer.py is the public front."""

@@ -12,11 +12,20 @@ from .colormaps import colorize
 OVERLAY_ALPHA = 0.5
 
 
+def overlay(image: Image.Image, resized_map: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """The map (at the image's size) in its colour map, blended over the image with ``alpha``."""
+    return _blend(image, colorize(resized_map), alpha)
+
+
+def _blend(image: Image.Image, heat: np.ndarray, alpha: float) -> Image.Image:
+    photo = np.asarray(image.convert("RGB"), dtype=np.float32)
+    blended = (1 - alpha) * photo + alpha * heat
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+
+
 def write_png(image_map, base: Path) -> list[Path]:
     heat = colorize(image_map.resized)
-    heatmap, overlay = (base.with_name(base.name + suffix) for suffix in ("_heatmap.png", "_overlay.png"))
+    heatmap, blended = (base.with_name(base.name + suffix) for suffix in ("_heatmap.png", "_overlay.png"))
     Image.fromarray(heat).save(heatmap)
-    photo = np.asarray(image_map.image.convert("RGB"), dtype=np.float32)
-    blended = (1 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * heat
-    Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8)).save(overlay)
-    return [heatmap, overlay]
+    _blend(image_map.image, heat, OVERLAY_ALPHA).save(blended)
+    return [heatmap, blended]

@@ -11,30 +11,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import activation_inputs, rule
+from .registry import (Need, Recorded, Role, activation_inputs, by_opset, constant_inputs_refusal,
+                       keeps_sign_of, rule, shape_of_first_input)
 
 
-def _input_shape(node, graph):
-    return (node.inputs[0],)
-
-
-def _constant_inputs_refusal(*indices):
-    def refusal(node, graph):
-        for index in indices:
-            if len(node.inputs) > index and node.inputs[index] and not graph.is_constant(node.inputs[index]):
-                return (f"{node.op_type} with input {index} ({node.inputs[index]!r}) computed at run "
-                        "time is not supported; it must be a constant")
-        return None
-    return refusal
-
-
-@rule("Flatten", "Reshape", "Squeeze", "Unsqueeze", reads_shapes=_input_shape)
+@rule("Flatten", "Reshape", "Squeeze", "Unsqueeze", needs=shape_of_first_input,
+      role=Role.SAME_VALUES, sign=keeps_sign_of(0))
 def reshape_rule(node, tensors, signals, receivers):
     signal = signals[0]
     return [signal.reshape((signal.shape[0],) + tuple(tensors.shape(node.inputs[0])))]
 
 
-@rule("Transpose")
+def _channels_last_source(node) -> int | None:
+    """A Transpose (N, *spatial, C) -> (N, C, *spatial) says its input's channels are last (-1)."""
+    perm = tuple(node.attrs.get("perm") or ())
+    rank = len(perm)
+    return -1 if rank >= 3 and perm == (0, rank - 1) + tuple(range(1, rank - 1)) else None
+
+
+@rule("Transpose", sign=keeps_sign_of(0), input_channel_axis=_channels_last_source)
 def transpose_rule(node, tensors, signals, receivers):
     signal = signals[0]
     rank = signal.ndim - 1
@@ -77,27 +72,49 @@ def _pad_sources(mode: str, length: int, before: int, after: int) -> np.ndarray:
     return np.where((position >= 0) & (position < length), position, -1)
 
 
-def _pad_amounts(node, source, rank: int) -> tuple[list[int], list[int]]:
-    """(before, after) per axis from the attribute (opset < 11) or the pads/axes inputs."""
-    if "pads" in node.attrs:
-        pads = list(node.attrs["pads"])
-        axes = list(range(rank))
-    else:
-        pads = [int(p) for p in source.constant(node.inputs[1]).reshape(-1)]
-        has_axes = len(node.inputs) > 3 and node.inputs[3]
-        axes = ([int(a) % rank for a in source.constant(node.inputs[3]).reshape(-1)]
-                if has_axes else list(range(rank)))
+def _ints(graph, name) -> tuple[int, ...] | None:
+    """A constant input as ints; None where it is computed at run time."""
+    value = graph.constant(name)
+    return None if value is None else tuple(int(v) for v in value.reshape(-1))
+
+
+def _pads_attribute(node, graph) -> dict:
+    return {"pads": tuple(node.attrs["pads"]), "pad_axes": None}
+
+
+def _pads_input(node, graph) -> dict | None:
+    pads = _ints(graph, node.inputs[1])
+    has_axes = len(node.inputs) > 3 and node.inputs[3]
+    axes = _ints(graph, node.inputs[3]) if has_axes else None
+    if pads is None or (has_axes and axes is None):
+        return None
+    return {"pads": pads, "pad_axes": axes}
+
+
+def _pad_amounts(node, rank: int) -> tuple[list[int], list[int]]:
+    """(before, after) per axis."""
+    pads = node.attrs["pads"]
+    axes = [a % rank for a in node.attrs["pad_axes"]] if node.attrs["pad_axes"] else list(range(rank))
     before, after = [0] * rank, [0] * rank
     for i, axis in enumerate(axes):
         before[axis], after[axis] = pads[i], pads[len(axes) + i]
     return before, after
 
 
-@rule("Pad", reads_shapes=_input_shape, refusal=_constant_inputs_refusal(1, 3))
+def _pad_sign(node, graph, non_negative) -> bool:
+    """≥ 0 when its input and its fill value are (an attribute before opset 11, an input since)."""
+    fill = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] else []
+    return (all(name in non_negative for name in node.inputs[:1] + tuple(fill))
+            and (node.attrs.get("value") or 0) >= 0)
+
+
+# a Pad's border is padding, not image: its output is no map layer
+@rule("Pad", needs=shape_of_first_input, refusal=constant_inputs_refusal(1, 3), sign=_pad_sign,
+      parameters=by_opset({2: _pads_attribute, 11: _pads_input}), role=Role.NO_MAP)
 def pad_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))
-    before, after = _pad_amounts(node, tensors, len(shape))
+    before, after = _pad_amounts(node, len(shape))
     mode = node.attrs.get("mode", "constant")
     for axis, length in enumerate(shape):
         if before[axis] or after[axis]:
@@ -106,19 +123,19 @@ def pad_rule(node, tensors, signals, receivers):
     return [signal]
 
 
-def _slice_parameters(node, source, rank: int):
-    if "starts" in node.attrs:  # opset < 10
-        starts, ends = node.attrs["starts"], node.attrs["ends"]
-        axes = node.attrs.get("axes") or range(len(starts))
-        steps = [1] * len(starts)
-    else:
-        def read(index):
-            has = len(node.inputs) > index and node.inputs[index]
-            return [int(v) for v in source.constant(node.inputs[index]).reshape(-1)] if has else None
-        starts, ends = read(1), read(2)
-        axes = read(3) or range(len(starts))
-        steps = read(4) or [1] * len(starts)
-    return [(int(a) % rank, int(s), int(e), int(t)) for a, s, e, t in zip(axes, starts, ends, steps)]
+def _slice_attributes(node, graph) -> dict:
+    starts = node.attrs["starts"]
+    return {"starts": tuple(starts), "ends": tuple(node.attrs["ends"]),
+            "axes": tuple(node.attrs.get("axes") or range(len(starts))), "steps": (1,) * len(starts)}
+
+
+def _slice_inputs(node, graph) -> dict | None:
+    read = {key: _ints(graph, node.inputs[index]) if len(node.inputs) > index and node.inputs[index]
+            else () for index, key in enumerate(("starts", "ends", "axes", "steps"), start=1)}
+    if any(value is None for value in read.values()):
+        return None
+    count = len(read["starts"])
+    return {**read, "axes": read["axes"] or tuple(range(count)), "steps": read["steps"] or (1,) * count}
 
 
 def _python_slice(start: int, end: int, step: int, dim: int) -> slice:
@@ -132,19 +149,21 @@ def _python_slice(start: int, end: int, step: int, dim: int) -> slice:
     return slice(start, end if end >= 0 else None, step)
 
 
-@rule("Slice", reads_shapes=_input_shape, refusal=_constant_inputs_refusal(1, 2, 3, 4))
+@rule("Slice", needs=shape_of_first_input, refusal=constant_inputs_refusal(1, 2, 3, 4),
+      parameters=by_opset({1: _slice_attributes, 10: _slice_inputs}), sign=keeps_sign_of(0))
 def slice_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))
     index = [slice(None)] * (len(shape) + 1)
-    for axis, start, end, step in _slice_parameters(node, tensors, len(shape)):
-        index[axis + 1] = _python_slice(start, end, step, shape[axis])
+    attrs = node.attrs
+    for axis, start, end, step in zip(attrs["axes"], attrs["starts"], attrs["ends"], attrs["steps"]):
+        index[axis % len(shape) + 1] = _python_slice(start, end, step, shape[axis % len(shape)])
     result = tensors.xp.zeros((signal.shape[0],) + shape, dtype=signal.dtype)
     result[tuple(index)] = signal
     return [result]
 
 
-@rule("Gather", reads_shapes=_input_shape, refusal=_constant_inputs_refusal(1))
+@rule("Gather", needs=shape_of_first_input, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0))
 def gather_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))
@@ -155,10 +174,10 @@ def gather_rule(node, tensors, signals, receivers):
 
 
 def _all_input_shapes(node, graph):
-    return tuple(name for name in node.inputs if name)
+    return tuple(Need(Recorded.SHAPE, name) for name in node.inputs if name)
 
 
-@rule("Concat", signal_inputs=activation_inputs, reads_shapes=_all_input_shapes)
+@rule("Concat", signal_inputs=activation_inputs, needs=_all_input_shapes, sign=keeps_sign_of())
 def concat_rule(node, tensors, signals, receivers):
     signal = signals[0]
     axis = node.attrs["axis"] % (signal.ndim - 1)
@@ -168,10 +187,10 @@ def concat_rule(node, tensors, signals, receivers):
 
 
 def _output_shapes(node, graph):
-    return tuple(name for name in node.outputs if name)
+    return tuple(Need(Recorded.SHAPE, name) for name in node.outputs if name)
 
 
-@rule("Split", reads_shapes=_output_shapes, refusal=_constant_inputs_refusal(1))
+@rule("Split", needs=_output_shapes, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0))
 def split_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     present = next(s for s in signals if s is not None)

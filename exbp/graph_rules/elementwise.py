@@ -4,21 +4,34 @@ Activation functions are monotone gates on a single input; Excitation Backprop r
 as Caffe's implementation does (LRN included). A BatchNormalization or an arithmetic op with a
 constant that canonicalisation could not fold is an affine map per element, passed through as
 TorchRay does; an Add of a constant is a bias, never a split.
+
+Adding a pass-through op is its name in one of the registrations below, the one that states its
+sign: always ≥ 0, ≥ 0 when its input is, or unknown.
 """
 
 from __future__ import annotations
 
 from .broadcasting import unbroadcast
-from .registry import activation_inputs, rule
-
-UNARY_PASS_THROUGH = (
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Softplus", "Mish",
-    "ThresholdedRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Dropout",
-    "Identity", "Cast", "LRN", "BatchNormalization",
-)
+from .registry import (Need, Recorded, Role, activation_inputs, always_non_negative, keeps_sign_of,
+                       rule)
 
 
-@rule(*UNARY_PASS_THROUGH)
+def _clip_sign(node, graph, non_negative) -> bool:
+    """A Clip whose lower bound is ≥ 0 (ReLU6) is ≥ 0; the bound is an attribute before opset 11,
+    an input from then on."""
+    low = node.attrs.get("min")
+    if low is None and len(node.inputs) > 1 and node.inputs[1]:
+        value = graph.constant(node.inputs[1])
+        low = None if value is None else float(value)
+    return low is not None and low >= 0
+
+
+@rule("Relu", "Sigmoid", "Softplus", "HardSigmoid", sign=always_non_negative)
+@rule("Identity", "Dropout", "Cast", role=Role.SAME_VALUES, sign=keeps_sign_of(0))
+@rule("LRN", "Softsign", sign=keeps_sign_of(0))
+@rule("Clip", sign=_clip_sign)
+@rule("LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Mish", "ThresholdedRelu", "HardSwish",
+      "Tanh", "BatchNormalization")
 def pass_through_rule(node, tensors, signals, receivers):
     return [signals[0]]
 
@@ -28,10 +41,11 @@ def pass_to_receivers(node, tensors, signals, receivers):
     return [unbroadcast(signals[0], tensors.shape(node.inputs[i])) for i in receivers]
 
 
-def _receiver_shapes(signal_inputs):
-    def reads_shapes(node, graph):
-        return tuple(node.inputs[i] for i in signal_inputs(node, graph))
-    return reads_shapes
+def receiver_shapes(signal_inputs):
+    """``needs``: the shapes of the inputs ``signal_inputs`` names (to undo broadcasting)."""
+    def needs(node, graph):
+        return tuple(Need(Recorded.SHAPE, node.inputs[i]) for i in signal_inputs(node, graph))
+    return needs
 
 
 def _leading_activation(node, graph):
@@ -48,6 +62,6 @@ def _operand_refusal(node, graph):
 
 
 @rule("Sub", "Div", signal_inputs=_leading_activation,
-      reads_shapes=_receiver_shapes(_leading_activation), refusal=_operand_refusal)
+      needs=receiver_shapes(_leading_activation), refusal=_operand_refusal)
 def constant_operand_rule(node, tensors, signals, receivers):
     return pass_to_receivers(node, tensors, signals, receivers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..engine.graph import Node
+from ..engine.graph.model import Node
 
 
 @dataclass(frozen=True)

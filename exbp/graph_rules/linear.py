@@ -1,10 +1,11 @@
-r"""The linear family: Conv, Gemm, MatMul, AveragePool, GlobalAveragePool, ReduceMean, ReduceSum.
+r"""The linear family: Conv, ConvTranspose, Gemm, MatMul, AveragePool, GlobalAveragePool, ReduceMean,
+ReduceSum.
 
 For a linear op ``y_i = Σ_j w_ij x_j (+ b_i)`` a lower neuron j wins from an upper neuron i with
 
     P(j|i) = (x_j w_ij)⁺ / Σ_k (x_k w_ik)⁺          (bias ignored)
 
-and the marginal winning probability is ``P(x_j) = Σ_i P(j|i) P(y_i)`` (REFERENCE.md §1). Written
+and the marginal winning probability is ``P(x_j) = Σ_i P(j|i) P(y_i)`` (docs/method.md §1). Written
 with the op's own forward ``f`` and its transpose ``fᵀ`` (vector-Jacobian product), splitting the
 input into ``x⁺ = max(x, 0)``, ``x⁻ = min(x, 0)`` and the weights into ``W⁺``, ``W⁻``:
 
@@ -17,7 +18,13 @@ inputs (the image, a branch after BatchNorm) it is the z⁺ rule and keeps P non
 conserved. Pooling ops have only positive weights, so they have no W⁻ terms. ``P_out`` carries
 a leading axis of targets; ``Z`` is computed once for all of them.
 
-:func:`excite` is that rule, written once; every op below only supplies ``f`` and ``fᵀ``.
+:func:`excite` is that rule, written once; every op below only supplies ``f`` and ``fᵀ``. Adding a
+linear op is its ``f``, its ``fᵀ`` and its registration.
+
+The normaliser depends on the activations alone, so a Conv declares it as a derived quantity
+(``Recorded.NORMALISER``): the recording session computes it beside the activations, on
+onnxruntime's own layouts. Where a recording has no Z (the ``numpy`` and CuPy backends' own
+kernels, the classifier's dual) the rule computes it with the op's ``f``.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..engine.graph import Graph, Node
-from .geometry import window_geometry
-from .registry import activation_inputs, rule
+from onnx import helper
 
-POSITIVE, NEGATIVE = "positive", "negative"
+from ..engine.graph.model import Graph, Node
+from .geometry import window_geometry
+from .onnx_form import NEGATIVE, POSITIVE, listed, weight_part_nodes
+from .registry import (Need, Recorded, activation_inputs, by_opset, keeps_sign_of, rule,
+                       values_of)
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,8 @@ def _times(transposed, x):
     return transposed * x
 
 
-def _activation_value(node: Node, graph: Graph) -> tuple[str, ...]:
-    return tuple(node.inputs[i] for i in activation_inputs(node, graph))
+def _activation_values(node: Node, graph: Graph) -> tuple[Need, ...]:
+    return tuple(Need(Recorded.VALUE, node.inputs[i]) for i in activation_inputs(node, graph))
 
 
 def _one_activation(op_name: str):
@@ -87,16 +96,39 @@ def _one_activation(op_name: str):
     return refusal
 
 
-# ---- Conv -------------------------------------------------------------------------------------
+# ---- Conv and ConvTranspose --------------------------------------------------------------------
 
-def _conv_refusal(node: Node, graph: Graph):
+def _constant_weight_refusal(node: Node, graph: Graph):
     if not graph.is_constant(node.inputs[1]):
-        return "Conv weights are computed at run time; exbp needs constant weights"
+        return f"{node.op_type} weights are computed at run time; exbp needs constant weights"
     return None
 
 
-@rule("Conv", reads_values=lambda node, graph: (node.inputs[0],), refusal=_conv_refusal,
-      weight_input=lambda node, graph: 1)
+def _conv_normaliser_nodes(node: Node, input_non_negative: bool, out: str):
+    """Z = Conv(x⁺, W⁺) + Conv(x⁻, W⁻) as ONNX nodes; the second term only where x may be < 0.
+    W⁺ and W⁻ are nodes over the weight, which onnxruntime folds into constants."""
+    x, weight = node.inputs[0], node.inputs[1]
+    attrs = listed(node.attrs)
+    positive, negative = f"{out}_weight_positive", f"{out}_weight_negative"
+    if input_non_negative:
+        return [*weight_part_nodes(weight, POSITIVE, positive),
+                helper.make_node("Conv", [x, positive], [out], name=out, **attrs)]
+    x_pos, x_neg = out + "_input_positive", out + "_input_negative"
+    return [*weight_part_nodes(weight, POSITIVE, positive),
+            *weight_part_nodes(weight, NEGATIVE, negative),
+            helper.make_node("Relu", [x], [x_pos], name=x_pos),
+            helper.make_node("Sub", [x, x_pos], [x_neg], name=x_neg),
+            helper.make_node("Conv", [x_pos, positive], [out + "_positive"], name=out + "_positive", **attrs),
+            helper.make_node("Conv", [x_neg, negative], [out + "_negative"], name=out + "_negative", **attrs),
+            helper.make_node("Add", [out + "_positive", out + "_negative"], [out], name=out)]
+
+
+def _first_weight(node: Node, graph: Graph) -> int:
+    return 1
+
+
+@rule("Conv", needs=values_of(0), refusal=_constant_weight_refusal, weight_input=_first_weight,
+      derived={Recorded.NORMALISER: _conv_normaliser_nodes})
 def conv_rule(node, tensors, signals, receivers):
     x, weight_name = tensors.value(node.inputs[0]), node.inputs[1]
     kernel = tensors.shape(weight_name)[2:]
@@ -105,13 +137,57 @@ def conv_rule(node, tensors, signals, receivers):
     out_spatial = tuple(signals[0].shape[-n:])
     geometry = window_geometry(node, kernel, in_spatial).as_kwargs()
     group = node.attrs["group"]
-    kernels, weight = tensors.kernels, tensors.value(weight_name)
+    kernels, weight = tensors.kernels, tensors.weight(weight_name)
     op = LinearOp(
         forward=lambda inp, part: kernels.conv(inp, weight, part, group=group,
                                                out_spatial=out_spatial, **geometry),
         transpose=lambda s, part: kernels.conv_transpose(s, weight, part, group=group,
                                                          in_spatial=in_spatial, **geometry))
-    return [excite(tensors, node.inputs[0], signals[0], op, tensors.precomputed(node, "normaliser"))]
+    return [excite(tensors, node.inputs[0], signals[0], op,
+                   tensors.recorded(node, Recorded.NORMALISER))]
+
+
+def _conv_transpose_pads(node: Node, kernel, in_spatial, out_spatial) -> tuple[int, ...]:
+    """(begin..., end...) pads for the kernels: the full transposed output, ``(in − 1)·stride +
+    (k − 1)·dilation + 1`` along each axis, is cropped from ``begin`` to the recorded output size;
+    an ``output_padding`` past the full extent is zeros (a negative end pad, clamped to 0 since
+    the kernels only crop from the begin pads)."""
+    n = len(kernel)
+    strides = node.attrs.get("strides") or (1,) * n
+    dilations = node.attrs.get("dilations") or (1,) * n
+    begins = list(node.attrs.get("pads") or (0,) * (2 * n))[:n]
+    ends = [max((i - 1) * s + (k - 1) * d + 1 - o - b, 0)
+            for i, s, k, d, o, b in zip(in_spatial, strides, kernel, dilations, out_spatial, begins)]
+    return tuple(begins) + tuple(ends)
+
+
+def _conv_transpose_refusal(node: Node, graph: Graph):
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or node.attrs.get("output_shape"):
+        return ("ConvTranspose with auto_pad SAME or an output_shape is not supported (their pads "
+                "differ between implementations); give explicit pads and output_padding")
+    return _constant_weight_refusal(node, graph)
+
+
+@rule("ConvTranspose", needs=values_of(0), refusal=_conv_transpose_refusal,
+      weight_input=_first_weight)
+def conv_transpose_rule(node, tensors, signals, receivers):
+    """f is the transposed convolution (weight (C_in, C_out/group, *k)) and fᵀ the convolution with
+    the same weight and geometry: the two kernels of Conv, exchanged."""
+    x, weight_name = tensors.value(node.inputs[0]), node.inputs[1]
+    kernel = tensors.shape(weight_name)[2:]
+    n = len(kernel)
+    in_spatial, out_spatial = tuple(x.shape[-n:]), tuple(signals[0].shape[-n:])
+    geometry = {"strides": tuple(node.attrs.get("strides") or (1,) * n),
+                "dilations": tuple(node.attrs.get("dilations") or (1,) * n),
+                "pads": _conv_transpose_pads(node, kernel, in_spatial, out_spatial)}
+    group = node.attrs["group"]
+    kernels, weight = tensors.kernels, tensors.weight(weight_name)
+    op = LinearOp(
+        forward=lambda inp, part: kernels.conv_transpose(inp, weight, part, group=group,
+                                                         in_spatial=out_spatial, **geometry),
+        transpose=lambda s, part: kernels.conv(s, weight, part, group=group,
+                                               out_spatial=in_spatial, **geometry))
+    return [excite(tensors, node.inputs[0], signals[0], op)]
 
 
 # ---- Gemm and MatMul --------------------------------------------------------------------------
@@ -141,9 +217,12 @@ def _matrix_weight(node: Node, graph: Graph) -> int:
     return 1 - _matrix_activation(node, graph)[0]
 
 
+def _matrix_activation_value(node: Node, graph: Graph) -> tuple[Need, ...]:
+    return values_of(*_matrix_activation(node, graph))(node, graph)
+
+
 _MATRIX_RULE = dict(signal_inputs=_matrix_activation, weight_input=_matrix_weight,
-                    reads_values=lambda node, graph: tuple(node.inputs[i] for i in
-                                                           _matrix_activation(node, graph)))
+                    needs=_matrix_activation_value)
 
 
 @rule("Gemm", refusal=_one_activation("Gemm"), **_MATRIX_RULE)
@@ -159,14 +238,14 @@ def matmul_rule(node, tensors, signals, receivers):
 
 def _excite_matrix(node, tensors, signals, act: int, transposed: tuple[bool, bool]):
     weight_name = node.inputs[1 - act]
-    op = _matrix_op(tensors.xp, lambda part: tensors.weight(weight_name, part), act_first=act == 0,
+    op = _matrix_op(tensors.xp, tensors.weight(weight_name).part, act_first=act == 0,
                     act_transposed=transposed[act], weight_transposed=transposed[1 - act])
     return [excite(tensors, node.inputs[act], signals[0], op)]
 
 
 # ---- Pooling and reductions: weights all positive ---------------------------------------------
 
-@rule("AveragePool", reads_values=_activation_value)
+@rule("AveragePool", needs=_activation_values, sign=keeps_sign_of(0))
 def average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     kernel = node.attrs["kernel_shape"]
@@ -191,7 +270,7 @@ def _sum_op(xp, axes: tuple[int, ...], keepdims: bool, kept_shape: tuple[int, ..
                     has_negative_weights=False)
 
 
-@rule("GlobalAveragePool", reads_values=_activation_value)
+@rule("GlobalAveragePool", needs=_activation_values, sign=keeps_sign_of(0))
 def global_average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     axes = tuple(range(2, x.ndim))
@@ -199,13 +278,21 @@ def global_average_pool_rule(node, tensors, signals, receivers):
     return [excite(tensors, node.inputs[0], signals[0], op)]
 
 
-def _reduce_axes(node: Node, source, rank: int | None):
-    """The reduced axes, from the attribute or the constant axes input (``source.constant`` reads
-    it: a Graph at plan time, the tensors at run time); normalised when the rank is known.
-    None means all axes."""
+def _axes_attribute(node: Node, graph: Graph) -> dict:
+    return {"axes": node.attrs.get("axes")}
+
+
+def _axes_input(node: Node, graph: Graph):
+    """The axes from the constant input (None: run-time axes, refused); no input means all axes."""
+    if len(node.inputs) < 2 or not node.inputs[1]:
+        return {"axes": None}
+    axes = graph.constant(node.inputs[1])
+    return None if axes is None else {"axes": tuple(int(a) for a in axes.reshape(-1))}
+
+
+def _reduce_axes(node: Node, rank: int | None):
+    """The reduced axes, normalised when the rank is known; None means all axes."""
     axes = node.attrs.get("axes")
-    if axes is None and len(node.inputs) > 1 and node.inputs[1]:
-        axes = tuple(int(a) for a in source.constant(node.inputs[1]).reshape(-1))
     if axes is not None and rank:
         axes = tuple(sorted(a % rank for a in axes))
     return axes
@@ -214,7 +301,7 @@ def _reduce_axes(node: Node, source, rank: int | None):
 def _reduce_refusal(node: Node, graph: Graph):
     if len(node.inputs) > 1 and node.inputs[1] and not graph.is_constant(node.inputs[1]):
         return f"{node.op_type} with axes computed at run time is not supported"
-    axes = _reduce_axes(node, graph, len(graph.shapes.get(node.inputs[0]) or ()))
+    axes = _reduce_axes(node, len(graph.shapes.get(node.inputs[0]) or ()))
     if axes == () and node.attrs.get("noop_with_empty_axes", 0):
         return None
     if not axes or 0 in axes:
@@ -222,10 +309,15 @@ def _reduce_refusal(node: Node, graph: Graph):
     return None
 
 
-@rule("ReduceMean", "ReduceSum", reads_values=_activation_value, refusal=_reduce_refusal)
+_REDUCE_RULE = dict(needs=values_of(0), refusal=_reduce_refusal, sign=keeps_sign_of(0))
+
+
+# the axes became an input at opset 13 for ReduceSum and at opset 18 for ReduceMean
+@rule("ReduceMean", parameters=by_opset({1: _axes_attribute, 18: _axes_input}), **_REDUCE_RULE)
+@rule("ReduceSum", parameters=by_opset({1: _axes_attribute, 13: _axes_input}), **_REDUCE_RULE)
 def reduce_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
-    axes = _reduce_axes(node, tensors, x.ndim)
+    axes = _reduce_axes(node, x.ndim)
     if axes == ():  # noop_with_empty_axes: the op is the identity
         return [signals[0]]
     kept_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))

@@ -1,20 +1,29 @@
 """MaxPool and GlobalMaxPool: each output's whole signal goes to the input that won its window.
 
 Ties go to the first maximum in row-major order, as Caffe's and TorchRay's max pooling route.
-The winners are the recording's ("winners": onnxruntime's MaxPool Indices, flat indices into the
-input) when it has them; otherwise they are found from the recorded input, window by window. The
+The winners are a derived quantity of the recording (``Recorded.WINNERS``: a MaxPool twin's Indices
+output, flat indices into the input) where it has them; otherwise they are found from the recorded
+input, window by window. The
 output shape comes from the signal, so ``ceil_mode``, ``pads``, ``auto_pad`` and ``dilations``
 match the forward pass exactly.
 """
 
 from __future__ import annotations
 
+from onnx import helper
+
 from .geometry import window_geometry
-from .registry import rule
+from .onnx_form import listed
+from .registry import Recorded, keeps_sign_of, rule, values_of
 
 
-def _input_value(node, graph):
-    return (node.inputs[0],)
+def _winner_nodes(node, input_non_negative: bool, out: str):
+    """A MaxPool twin whose Indices output is the winners; None for the column-major
+    ``storage_order``, whose indices the routing below does not read."""
+    if node.attrs.get("storage_order", 0) != 0:
+        return None
+    attrs = listed({k: v for k, v in node.attrs.items() if k != "storage_order"})
+    return [helper.make_node("MaxPool", [node.inputs[0]], [out + "_values", out], name=out, **attrs)]
 
 
 def _indices_refusal(node, graph):
@@ -23,10 +32,11 @@ def _indices_refusal(node, graph):
     return None
 
 
-@rule("MaxPool", reads_values=_input_value, refusal=_indices_refusal)
+@rule("MaxPool", needs=values_of(0), refusal=_indices_refusal, sign=keeps_sign_of(0),
+      derived={Recorded.WINNERS: _winner_nodes})
 def max_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
-    winners = tensors.precomputed(node, "winners")
+    winners = tensors.recorded(node, Recorded.WINNERS)
     if winners is not None:
         return [_route_to_flat_indices(tensors.xp, signals[0], winners, x.shape)]
     kernel = node.attrs["kernel_shape"]
@@ -50,7 +60,7 @@ def _route_to_flat_indices(xp, signal, winners, input_shape):
     return xp.stack(rows).astype(signal.dtype).reshape((signal.shape[0],) + tuple(input_shape))
 
 
-@rule("GlobalMaxPool", reads_values=_input_value)
+@rule("GlobalMaxPool", needs=values_of(0), sign=keeps_sign_of(0))
 def global_max_pool_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     x = tensors.value(node.inputs[0])

@@ -16,23 +16,20 @@ HardSigmoid or Tanh (Mish's ``x·tanh(softplus(x))``). Mul by a constant passes 
 from __future__ import annotations
 
 from .broadcasting import unbroadcast
-from .elementwise import pass_to_receivers
-from .registry import activation_inputs, rule
+from .elementwise import pass_to_receivers, receiver_shapes
+from .registry import Need, Recorded, activation_inputs, keeps_sign_of, rule
 
 GATE_OPS = ("Sigmoid", "HardSigmoid", "Tanh")
 
 
-def _activation_names(node, graph):
-    return tuple(node.inputs[i] for i in activation_inputs(node, graph))
+def _split_needs(node, graph):
+    """The activations' shapes, and their values where there are several to share among."""
+    activations = activation_inputs(node, graph)
+    values = tuple(Need(Recorded.VALUE, node.inputs[i]) for i in activations) if len(activations) > 1 else ()
+    return values + receiver_shapes(activation_inputs)(node, graph)
 
 
-def _split_values(node, graph):
-    names = _activation_names(node, graph)
-    return names if len(names) > 1 else ()
-
-
-@rule("Add", "Sum", signal_inputs=activation_inputs, reads_values=_split_values,
-      reads_shapes=_activation_names)
+@rule("Add", "Sum", signal_inputs=activation_inputs, needs=_split_needs, sign=keeps_sign_of())
 def add_rule(node, tensors, signals, receivers):
     activations = [i for i, name in enumerate(node.inputs) if name and not tensors.is_constant(name)]
     if len(activations) == 1:
@@ -61,6 +58,6 @@ def _mul_refusal(node, graph):
 
 
 @rule("Mul", signal_inputs=_non_gate_input, refusal=_mul_refusal,
-      reads_shapes=lambda node, graph: tuple(node.inputs[i] for i in _non_gate_input(node, graph)))
+      needs=receiver_shapes(_non_gate_input), sign=keeps_sign_of())
 def mul_rule(node, tensors, signals, receivers):
     return pass_to_receivers(node, tensors, signals, receivers)

@@ -1,36 +1,79 @@
-"""The one table of Excitation Backprop rules, keyed by ONNX op type.
+"""The one table of ops exbp knows, keyed by ONNX op type; each entry declares everything about
+its op, and the engine asks the table rather than keeping op-type lists of its own.
 
-A rule is a pure function ``backward(node, tensors, signals, receivers)``:
+An entry (:class:`Rule`) holds:
 
-* ``node`` — the canonical :class:`~exbp.engine.graph.Node` (attributes with the spec's defaults);
-* ``tensors`` — the recorded activations and the model's constants as backend arrays
-  (``tensors.value(name)``, ``tensors.shape(name)``, ``tensors.weight(name, part)``), and the
-  backend (``tensors.xp``, the array namespace; ``tensors.kernels``, the window kernels);
-* ``signals`` — the top-down signal P of each output, ``None`` where an output carries none. A
-  signal has one leading axis more than its tensor: one row per target (and method);
-* ``receivers`` — the indices of the inputs whose signal is wanted.
+* ``backward(node, tensors, signals, receivers)`` — the Excitation Backprop rule (docs/method.md
+  §3). ``node`` is the canonical :class:`~exbp.engine.graph.model.Node` (attributes with the
+  spec's defaults, parameters already in their one form, see ``parameters``); ``tensors`` the
+  recorded activations and the model's constants as backend arrays (``tensors.value(name)``,
+  ``tensors.shape(name)``, ``tensors.weight(name, part)``, ``tensors.recorded(node, kind)``) and
+  the backend (``tensors.xp``, the array namespace; ``tensors.kernels``, the window kernels);
+  ``signals`` the top-down signal P of each output, ``None`` where an output carries none, with one
+  leading axis more than its tensor (a row per target and method); ``receivers`` the inputs whose
+  signal is wanted. It returns their signals, in the order of ``receivers``. An entry without
+  ``backward`` is an op exbp knows only for its sign (below) and refuses to walk through.
+* ``signal_inputs(node, graph)`` — which inputs can receive signal.
+* ``needs(node, graph)`` — what the recording must provide: :class:`Need`\\ s of a
+  :class:`Recorded` kind, ``VALUE`` (an activation) or ``SHAPE`` (only its shape).
+* ``derived`` — quantities of the activations alone (never of the target) that the recording
+  session computes beside them, at onnxruntime's speed: ``{kind: build}`` where ``build(node,
+  input_non_negative)`` returns the ONNX nodes computing it, the arrays they read, or None.
+* ``sign(node, graph, non_negative)`` — whether the output is ≥ 0 for every input, given the set of
+  tensors already known to be (the static sign analysis, docs/method.md §1.2).
+* ``refusal(node, graph)`` — why a configuration cannot be walked, or None.
+* ``weight_input(node, graph)`` — for ops with weights, which input holds them (the classifier's
+  dual negates it, §4).
+* ``parameters`` — the op's parameters in one form whatever the opset (``by_opset``): where an
+  opset moved an attribute into an input (Pad, Slice, ReduceMean...), the canonicalisation reads it
+  here once and the backward sees ``node.attrs`` only.
+* ``input_channel_axis(node)`` — the axis (negative: from the end) that the op treats as its
+  input's channels, where its semantics say so (a Transpose from channels-last: -1), for the layer
+  catalogue.
+* ``role`` — ``MAP`` (the default: its output may carry a map), ``NO_MAP`` (its output should not:
+  a Pad's border is padding, not image), ``SAME_VALUES`` (the output holds its input's values in
+  another shape, so the logits may be looked for through it) or ``OUTPUT_NORMALISATION`` (a final
+  Softmax: the walk starts at its input).
 
-It returns the signals of those inputs, in the order of ``receivers``.
-
-Plan-time questions are answered by the entry's other parts, all functions of (node, graph):
-``signal_inputs`` (which inputs can receive signal), ``reads_values`` / ``reads_shapes`` (what the
-recording must provide), ``refusal`` (why a configuration is unsupported, or None) and, for ops
-with weights, ``weight_input`` (which input holds them; the classifier's dual negates it).
+A method that needs another backward (the baselines of the evaluation issue) adds it to the family
+module beside this one; the ONNX form of a rule (the serving issue) likewise lives beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+import enum
+from dataclasses import dataclass, field
+from typing import AbstractSet, Callable, Mapping, Optional, Sequence
 
-from ..engine.graph import Graph, Node
+from ..engine.graph.model import Graph, Node
+
+
+class Recorded(enum.Enum):
+    """What a rule reads from one recording."""
+    VALUE = "value"              # an activation
+    SHAPE = "shape"              # only an activation's shape
+    NORMALISER = "normaliser"    # a linear op's Z (§1), derived from the activations
+    WINNERS = "winners"          # a max-pool's winning input indices, derived likewise
+
+
+@dataclass(frozen=True)
+class Need:
+    kind: Recorded
+    tensor: str
+
+
+class Role(enum.Enum):
+    MAP = "map"
+    NO_MAP = "no map"
+    SAME_VALUES = "same values"
+    OUTPUT_NORMALISATION = "output normalisation"
 
 
 def first_input(node: Node, graph: Graph) -> tuple[int, ...]:
     return (0,)
 
 
-def nothing(node: Node, graph: Graph) -> tuple[str, ...]:
+def nothing(node: Node, graph: Graph) -> tuple:
     return ()
 
 
@@ -43,14 +86,78 @@ def activation_inputs(node: Node, graph: Graph) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(node.inputs) if name and not graph.is_constant(name))
 
 
+def values_of(*indices: int) -> Callable[[Node, Graph], tuple[Need, ...]]:
+    """``needs``: the values of the inputs at ``indices``."""
+    def needs(node: Node, graph: Graph) -> tuple[Need, ...]:
+        return tuple(Need(Recorded.VALUE, node.inputs[i]) for i in indices if i < len(node.inputs))
+    return needs
+
+
+def shape_of_first_input(node: Node, graph: Graph) -> tuple[Need, ...]:
+    return (Need(Recorded.SHAPE, node.inputs[0]),)
+
+
+# ---- sign declarations --------------------------------------------------------------------------
+
+SignRule = Callable[[Node, Graph, AbstractSet[str]], bool]
+
+
+def never_non_negative(node: Node, graph: Graph, non_negative: AbstractSet[str]) -> bool:
+    return False
+
+
+def always_non_negative(node: Node, graph: Graph, non_negative: AbstractSet[str]) -> bool:
+    return True
+
+
+def keeps_sign_of(*indices: int) -> SignRule:
+    """≥ 0 when the inputs at ``indices`` (all present inputs when none are given) are."""
+    def sign(node: Node, graph: Graph, non_negative: AbstractSet[str]) -> bool:
+        chosen = [name for i, name in enumerate(node.inputs) if name and (not indices or i in indices)]
+        return all(name in non_negative for name in chosen)
+    return sign
+
+
+# ---- parameters by opset ------------------------------------------------------------------------
+
+def by_opset(variants: Mapping[int, Callable[[Node, Graph], Optional[dict]]]):
+    """``parameters`` that read the op's parameters with the reader of the newest opset in
+    ``variants`` that is ≤ the model's; a reader returns the attributes to set, or None where its
+    inputs are computed at run time (the rule's refusal says so)."""
+    ordered = sorted(variants.items())
+
+    def parameters(node: Node, graph: Graph) -> Optional[dict]:
+        reader = None
+        for since, candidate in ordered:
+            if since <= graph.opset:
+                reader = candidate
+        return reader(node, graph) if reader else None
+    return parameters
+
+
+def constant_inputs_refusal(*indices: int):
+    """``refusal``: the inputs at ``indices`` must be constants."""
+    def refusal(node: Node, graph: Graph) -> Optional[str]:
+        for index in indices:
+            if len(node.inputs) > index and node.inputs[index] and not graph.is_constant(node.inputs[index]):
+                return (f"{node.op_type} with input {index} ({node.inputs[index]!r}) computed at run "
+                        "time is not supported; it must be a constant")
+        return None
+    return refusal
+
+
 @dataclass(frozen=True)
 class Rule:
-    backward: Callable
+    backward: Optional[Callable] = None
     signal_inputs: Callable[[Node, Graph], Sequence[int]] = first_input
-    reads_values: Callable[[Node, Graph], Sequence[str]] = nothing
-    reads_shapes: Callable[[Node, Graph], Sequence[str]] = nothing
+    needs: Callable[[Node, Graph], Sequence[Need]] = nothing
+    derived: Mapping[Recorded, Callable] = field(default_factory=dict)
+    sign: SignRule = never_non_negative
     refusal: Callable[[Node, Graph], Optional[str]] = never_refused
     weight_input: Optional[Callable[[Node, Graph], int]] = None
+    parameters: Optional[Callable[[Node, Graph], Optional[dict]]] = None
+    input_channel_axis: Optional[Callable[[Node], Optional[int]]] = None
+    role: Role = Role.MAP
 
 
 RULES: dict[str, Rule] = {}
@@ -59,17 +166,30 @@ RULES: dict[str, Rule] = {}
 def rule(*op_types: str, **parts) -> Callable:
     """Register ``backward`` as the rule of ``op_types``; ``parts`` fill the other Rule fields."""
     def register(backward: Callable) -> Callable:
-        for op_type in op_types:
-            if op_type in RULES:
-                raise RuntimeError(f"two rules registered for {op_type}")
-            RULES[op_type] = Rule(backward=backward, **parts)
+        declare(*op_types, backward=backward, **parts)
         return backward
     return register
 
 
-def rule_for(node: Node) -> Optional[Rule]:
+def declare(*op_types: str, **parts) -> None:
+    """Register an entry; without ``backward``, an op known for its sign or role only."""
+    for op_type in op_types:
+        if op_type in RULES:
+            raise RuntimeError(f"two entries registered for {op_type}")
+        RULES[op_type] = Rule(**parts)
+
+
+def entry_for(node: Node) -> Optional[Rule]:
+    """The table's entry for ``node``, with or without a backward rule."""
     return RULES.get(node.op_type) if node.domain == "" else None
 
 
+def rule_for(node: Node) -> Optional[Rule]:
+    """The entry for ``node`` if it has an Excitation Backprop rule."""
+    entry = entry_for(node)
+    return entry if entry is not None and entry.backward is not None else None
+
+
 def supported_ops() -> list[str]:
-    return sorted(RULES)
+    """The op types the walk can pass, sorted."""
+    return sorted(op for op, entry in RULES.items() if entry.backward is not None)

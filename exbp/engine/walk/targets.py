@@ -1,4 +1,7 @@
-"""Targets and the top-down signal at the logits (REFERENCE §2).
+"""Targets and the top-down signal at the logits (docs/method.md §2).
+
+A target is a class index, ``"topK"`` (the K highest-scoring classes of each image), or a class
+name where the model's labels are known (any synonym, ignoring case; :class:`exbp.labels.Labels`).
 
 For logits of shape (N, classes) the signal of target t is a one-hot of mass 1. For a fully
 convolutional head, logits (N, classes, *spatial), it is ``exp(logit)`` of class t normalised over
@@ -13,39 +16,60 @@ from numbers import Integral
 
 import numpy as np
 
-from ..errors import TargetError
+from ...errors import TargetError
+from .maps import class_scores
 
 _TOP_K = re.compile(r"^top(\d+)$")
 
 
-def class_scores(logits: np.ndarray) -> np.ndarray:
-    """(N, classes): spatial logits are scored by their maximum over positions."""
-    return logits if logits.ndim == 2 else logits.reshape(logits.shape[:2] + (-1,)).max(axis=-1)
-
-
-def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
-    """Targets as an int64 array (N, K).
-
-    ``targets``: an int; "top1", "top5", "topK" (the K highest-scoring classes of each image); a
-    list mixing ints and "topK" strings, each image's targets being their concatenation in order;
-    or an (N, K) array-like of ints (per image)."""
-    scores = class_scores(logits)
-    images, classes = scores.shape
+def _specs(targets, labels):
+    """Targets as a list of ints and "topK" strings (class names looked up in ``labels``), or,
+    for per-image targets, an (N, K) integer array."""
     if isinstance(targets, (str, Integral)) and not isinstance(targets, bool):
         targets = [targets]
     if isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets):
-        columns = [_top_k(t, scores) if isinstance(t, str) else _checked(np.full((images, 1), t), classes)
-                   for t in targets]
-        return np.concatenate(columns, axis=1)
+        return [_spec(t, labels) if isinstance(t, str) else t for t in targets]
     array = np.asarray(targets)
     if array.dtype == bool or array.dtype.kind not in "iu" or array.ndim not in (1, 2) or array.size == 0:
         raise TargetError(f"targets must be class indices (an int, a list of ints, or an (N, K) "
-                          f"array) or 'top1'/'top5'; got {targets!r}")
-    if array.ndim == 1:
-        array = np.broadcast_to(array, (images, array.size))
-    elif array.shape[0] != images:
-        raise TargetError(f"per-image targets have {array.shape[0]} rows for {images} images")
-    return _checked(array, classes)
+                          f"array), 'top1'/'top5' or class names; got {targets!r}")
+    return array if array.ndim == 2 else [int(t) for t in array]
+
+
+def _spec(text: str, labels):
+    lowered = text.strip().lower()
+    if _TOP_K.match(lowered):
+        return lowered
+    if labels is None:
+        raise TargetError(f"unknown target {text!r}: a class name needs labels, and this model has "
+                          "none; give a class index or 'top1'/'top5'")
+    return labels.index(text)
+
+
+def check_targets(targets, classes: int | None, labels=None) -> None:
+    """TargetError unless ``targets`` can be explained for a model of ``classes`` classes (None:
+    not known before running, so only the form is checked)."""
+    specs = _specs(targets, labels)
+    if classes is not None:
+        _resolved(specs, np.zeros((1, classes), np.float32), per_image_rows=False)
+
+
+def resolve_targets(targets, logits: np.ndarray, labels=None) -> np.ndarray:
+    """Targets as an int64 array (N, K): an int; "top1", "top5", "topK"; a class name (with
+    ``labels``); a list of these, each image's targets being their concatenation in order; or an
+    (N, K) array-like of ints (per image)."""
+    return _resolved(_specs(targets, labels), class_scores(logits))
+
+
+def _resolved(specs, scores: np.ndarray, per_image_rows: bool = True) -> np.ndarray:
+    images, classes = scores.shape
+    if isinstance(specs, np.ndarray):
+        if per_image_rows and specs.shape[0] != images:
+            raise TargetError(f"per-image targets have {specs.shape[0]} rows for {images} images")
+        return _checked(specs, classes)
+    columns = [_top_k(t, scores) if isinstance(t, str) else _checked(np.full((images, 1), t), classes)
+               for t in specs]
+    return np.concatenate(columns, axis=1)
 
 
 def _top_k(text: str, scores: np.ndarray) -> np.ndarray:

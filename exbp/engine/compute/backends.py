@@ -2,7 +2,8 @@
 
 Rules never import NumPy or CuPy; they compute with ``backend.xp`` and call the kernels here. The
 CPU backend runs on NumPy with onnxruntime's convolutions; the CuPy backend (``device="cuda"``,
-with the ``gpu`` extra) on an NVIDIA GPU.
+with the ``gpu`` extra) on an NVIDIA GPU. Convolution kernels take a
+:class:`~exbp.engine.compute.constants.Weight` and the part (W⁺ or W⁻) to convolve with.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ..errors import ExbpError
+from ...errors import ExbpError
 from . import kernels
 from .ort_kernels import OrtConvolutions
 
@@ -24,12 +25,11 @@ class ArrayBackend:
     """The kernels of :mod:`exbp.engine.kernels` bound to one array namespace."""
 
     name = "cpu"
-    # whether the recording computes the precomputed quantities (exbp.engine.precompute)
-    records_precomputed = False
+    # whether the recording computes the rules' derived quantities (Z, max-pool winners)
+    records_derived = False
 
     def __init__(self, xp):
         self.xp = xp
-        self._parts: dict[tuple[int, str], tuple] = {}
 
     def asarray(self, value):
         """A backend array: floating point as float32, integers (indices) as they are."""
@@ -58,23 +58,14 @@ class ArrayBackend:
         positive = z > 0
         return xp.where(positive, 1 / xp.where(positive, z, 1), 0).astype(z.dtype, copy=False)
 
-    def weight_part(self, weight, part: str):
-        """W⁺ ("positive") or W⁻ ("negative") of a constant backend array, computed once."""
-        key = (id(weight), part)
-        if key not in self._parts:
-            xp = self.xp
-            value = xp.maximum(weight, 0) if part == "positive" else xp.minimum(weight, 0)
-            self._parts[key] = (weight, value)   # holding the weight keeps its id unique
-        return self._parts[key][1]
-
     def conv(self, x, weight, part, *, strides, pads, dilations, group, out_spatial):
-        """Conv of ``x`` with the ``part`` of ``weight``, no bias."""
-        return kernels.conv(self.xp, x, self.weight_part(weight, part), strides, pads, dilations,
-                            group, out_spatial)
+        """Conv of ``x`` with the ``part`` of ``weight`` (a Weight), no bias."""
+        return kernels.conv(self.xp, x, weight.part(part), strides, pads, dilations, group,
+                            out_spatial)
 
     def conv_transpose(self, signal, weight, part, *, strides, pads, dilations, group, in_spatial):
-        return kernels.conv_transpose(self.xp, signal, self.weight_part(weight, part), strides,
-                                      pads, dilations, group, in_spatial)
+        return kernels.conv_transpose(self.xp, signal, weight.part(part), strides, pads, dilations,
+                                      group, in_spatial)
 
     def window_sum(self, x, kernel, *, strides, pads, dilations, out_spatial):
         return kernels.window_sum(self.xp, x, kernel, strides, pads, dilations, out_spatial)
@@ -95,7 +86,7 @@ class CpuBackend(ArrayBackend):
     """NumPy arrays; the linear rule's convolutions run on onnxruntime's CPU kernels, and the
     recording computes the normalisers and max-pool winners."""
 
-    records_precomputed = True
+    records_derived = True
 
     def __init__(self):
         super().__init__(np)
@@ -128,7 +119,7 @@ class CupyBackend(ArrayBackend):
     its outputs over through DLPack, without a copy; the rules run unchanged on CuPy, the
     convolutions as one cuBLAS GEMM per kernel tap; only the maps come back to the host."""
 
-    records_precomputed = True
+    records_derived = True
 
     def __init__(self, device_id: int):
         import cupy
@@ -193,8 +184,10 @@ def _installed(distribution: str) -> bool:
 
 
 def backend_for(device: str) -> ArrayBackend:
-    """``"cpu"``: NumPy, with onnxruntime's convolutions. ``"numpy"``: NumPy with exbp's own
-    kernels, exactly as the CuPy backend runs them (slower; for checking). ``"cuda"`` /
+    """``"cpu"``: NumPy, with onnxruntime's convolutions and the derived quantities recorded.
+    ``"numpy"``: NumPy with exbp's own kernels (the CuPy backend's convolutions and window
+    kernels), computing Z and the max-pool winners in the rules rather than in the recording —
+    slower, and a second path for the oracle tests. ``"cuda"`` /
     ``"cuda:N"``: CuPy on GPU N. ``"auto"``: ``"cuda"`` when it can run, else ``"cpu"``."""
     if device == "cpu":
         return CpuBackend()

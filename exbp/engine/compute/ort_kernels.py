@@ -19,34 +19,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from ..errors import ExbpError
-
-
-def placeholder_initializer(name: str, value: np.ndarray) -> onnx.TensorProto:
-    """An initializer without data, for one that :func:`share_arrays` supplies."""
-    tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(value.dtype),
-                              dims=value.shape)
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    tensor.external_data.add(key="location", value="exbp-shared-memory")
-    return tensor
-
-
-def share_arrays(options: ort.SessionOptions, arrays: dict) -> list:
-    """Let a session read ``arrays`` in place as the initializers of those names; the returned
-    OrtValues (and the arrays) must outlive the session."""
-    names = list(arrays)
-    values = [ort.OrtValue.ortvalue_from_numpy(np.require(arrays[n], requirements="C")) for n in names]
-    options.add_external_initializers(names, values)
-    return values
-
-
-def weight_part_nodes(weight: str, part: str, output: str) -> list[onnx.NodeProto]:
-    """Nodes computing W⁺ = Relu(W) or W⁻ = −Relu(−W) from the initializer ``weight``."""
-    if part == "positive":
-        return [helper.make_node("Relu", [weight], [output], name=output)]
-    return [helper.make_node("Neg", [weight], [output + "_negated"], name=output + "_negated"),
-            helper.make_node("Relu", [output + "_negated"], [output + "_relu"], name=output + "_relu"),
-            helper.make_node("Neg", [output + "_relu"], [output], name=output)]
+from ...errors import ExbpError
+from ...graph_rules.onnx_form import weight_part_nodes
+from ..record.shared_arrays import placeholder_initializer, share_arrays
 
 
 def _flip_nodes(weight: str, shape: tuple, group: int, output: str) -> tuple[list, list]:
@@ -79,14 +54,17 @@ class OrtConvolutions:
         self._threads = threads
         self._sessions: dict[tuple, tuple] = {}
 
+    """Kernel sessions keyed by (op, weight name, part, geometry); ``weight`` is a
+    :class:`~exbp.engine.compute.constants.Weight`, whose host array the session reads in place."""
+
     def conv(self, x, weight, part, strides, pads, dilations, group):
         session = self._session("Conv", weight, part, False, strides, pads, dilations, group, None)
-        return _run(session, x, weight.ndim - 2)
+        return _run(session, x, weight.host.ndim - 2)
 
     def conv_transpose(self, signal, weight, part, strides, pads, dilations, group, in_spatial):
         """None where ConvTranspose cannot express the geometry."""
-        n = weight.ndim - 2
-        kernel = weight.shape[2:]
+        n = weight.host.ndim - 2
+        kernel = weight.host.shape[2:]
         if all(s == 1 for s in strides):
             flipped_pads = [d * (k - 1) - p for d, k, p in zip(dilations * 2, kernel * 2, pads)]
             if all(p >= 0 for p in flipped_pads):
@@ -104,14 +82,14 @@ class OrtConvolutions:
         return _run(session, signal, n)
 
     def _session(self, op, weight, part, flip, strides, pads, dilations, group, output_padding):
-        key = (op, id(weight), part, flip, tuple(strides), tuple(pads), tuple(dilations), group,
+        key = (op, weight.name, part, flip, tuple(strides), tuple(pads), tuple(dilations), group,
                output_padding)
         if key not in self._sessions:
             attrs = {"strides": list(strides), "pads": list(pads), "dilations": list(dilations),
                      "group": group}
             if output_padding is not None:
                 attrs["output_padding"] = list(output_padding)
-            weight = np.require(weight, dtype=np.float32, requirements="C")
+            weight = np.require(weight.host, dtype=np.float32, requirements="C")
             nodes = weight_part_nodes("w", part, "w_part")
             constants = [placeholder_initializer("w", weight)]
             kernel_weight = "w_part"

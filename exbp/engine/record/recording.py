@@ -2,12 +2,13 @@
 
 An InferenceSession over the user's model (the original, not the canonical graph, so the logits
 are exactly the model's) in which every tensor one walk plan reads is also a graph output, every
-tensor whose shape alone it needs feeds a Shape node, and the quantities of
-:mod:`exbp.engine.precompute` are extra nodes. onnxruntime runs every node of a session on every
+tensor whose shape alone it needs feeds a Shape node, and the rules' derived quantities
+(:mod:`exbp.engine.record.recorded`) are extra nodes. onnxruntime runs every node of a session on every
 call, so each walk plan gets its own session, built once, holding only what that walk needs.
 
-The session reads the model's weights in place from exbp's arrays (external initializers), so the
-weights exist once in memory however many sessions use them.
+The session reads the model's weights in place from exbp's arrays (external initializers,
+:mod:`exbp.engine.record.shared_arrays`), so the weights exist once in memory however many
+sessions use them.
 
 Graph optimisations stay on: the recorded values equal those of the unoptimised graph up to float
 rounding (tests/test_recording.py checks it), and they make the forward pass much faster.
@@ -22,8 +23,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from ..errors import InputError, ModelError
-from .ort_kernels import placeholder_initializer, share_arrays
+from ...errors import InputError, ModelError
+from .shared_arrays import placeholder_initializer, share_arrays
 
 SHAPE_SUFFIX = "::exbp_shape"
 
@@ -33,9 +34,11 @@ class Recorder:
                  shapes: Iterable[str], shared: Mapping[str, np.ndarray],
                  extra_nodes: Sequence[onnx.NodeProto] = (),
                  session_options: Optional[ort.SessionOptions] = None, backend=None):
-        """``shared``: the arrays of the initializers whose data the model no longer holds, and
-        of the extra nodes' initializers; ``values`` may name the extra nodes' outputs. With a
-        CUDA ``backend`` the session runs on its GPU and the recorded tensors stay there."""
+        """``shared``: arrays by name, among them those of the initializers whose data the model
+        no longer holds and those the extra nodes read (the canonical graph's constants); only
+        what some node reads is given to the session. ``values`` may name the extra nodes'
+        outputs. With a CUDA ``backend`` the session runs on its GPU and the recorded tensors stay
+        there."""
         self.input_name = input_name
         recording = onnx.ModelProto()
         recording.CopyFrom(model)
@@ -48,7 +51,9 @@ class Recorder:
         for tensor in unused:
             graph.initializer.remove(tensor)
         inline = {t.name for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
-        shared = {name: value for name, value in shared.items() if name in read and name not in inline}
+        produced = {name for node in graph.node for name in node.output}
+        shared = {name: value for name, value in shared.items()
+                  if name in read and name not in inline and name not in produced}
         known = {t.name for t in graph.initializer}
         graph.initializer.extend(placeholder_initializer(name, np.asarray(value))
                                  for name, value in shared.items() if name not in known)
@@ -128,11 +133,10 @@ class Recorder:
 SHARED_MIN_SIZE = 4096
 
 
-def without_initializer_data(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]):
-    """(a new model whose large numeric initializers in ``arrays`` are placeholders, those
-    arrays). A new message, because protobuf frees nothing of a message still referenced; the
-    caller drops the original, and a Recorder given the arrays supplies them."""
-    released = {}
+def without_initializer_data(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A new model whose large numeric initializers in ``arrays`` are placeholders. A new
+    message, because protobuf frees nothing of a message still referenced; the caller drops the
+    original, and a Recorder given the arrays supplies them."""
     stripped = onnx.ModelProto()
     initializers = list(model.graph.initializer)
     model.graph.ClearField("initializer")
@@ -144,10 +148,9 @@ def without_initializer_data(model: onnx.ModelProto, arrays: Mapping[str, np.nda
         value = arrays.get(tensor.name)
         if value is not None and value.dtype.kind in "biuf" and value.size >= SHARED_MIN_SIZE:
             stripped.graph.initializer.append(placeholder_initializer(tensor.name, value))
-            released[tensor.name] = value
         else:
             stripped.graph.initializer.add().CopyFrom(tensor)
-    return stripped, released
+    return stripped
 
 
 def default_session_options() -> ort.SessionOptions:

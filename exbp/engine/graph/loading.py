@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 # Opsets whose definitions of every op in the rule table were checked against the rules (the
 # schemas of those ops changed only their type lists after opset 22).

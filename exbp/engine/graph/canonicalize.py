@@ -1,4 +1,4 @@
-"""Rewriting the graph before the walk so that the rules stay simple.
+"""Rewriting the graph before the walk so that the rules stay simple: :data:`PASSES`, in order.
 
 * Identity and (inference-mode) Dropout are removed; their consumers read the input directly.
 * Gemm's ``alpha`` is folded into its constant operand, so the linear rule never sees it.
@@ -8,6 +8,8 @@
   ``W·γ/σ`` decides which contributions are positive. (Caffe and TorchRay pass BN through as identity;
   the two differ only in channels whose BN scale is negative.) An affine op that cannot be folded
   stays, and its rule passes the signal through.
+* Every op's parameters are read into one form whatever the opset (the rule's ``parameters``):
+  where an opset moved an attribute into a constant input, the rule then reads ``node.attrs``.
 
 The recording still runs the user's original model; every tensor the canonical graph keeps exists
 there with the same values. A removed tensor carries the same signal as the tensor it was merged
@@ -16,12 +18,13 @@ into, which ``aliases`` records so that a user may still name it as the map laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 
-from .graph import Graph, Node
+from ...graph_rules import entry_for
+from .model import Graph, Node
 
 
 @dataclass(frozen=True)
@@ -35,35 +38,71 @@ class CanonicalGraph:
         return name
 
 
-def canonicalize(graph: Graph) -> CanonicalGraph:
-    nodes = list(graph.nodes)
-    constants = dict(graph.constants)
-    aliases: dict[str, str] = {}
-    protected = {graph.output_name}
+@dataclass
+class Rewrite:
+    """The graph as the passes rewrite it; a pass may replace ``nodes``, add ``constants`` and
+    record in ``aliases`` each tensor it removes."""
+    nodes: list[Node]
+    constants: dict
+    opset: int
+    aliases: dict[str, str] = field(default_factory=dict)
+    protected: frozenset[str] = frozenset()      # tensors that must keep their names
 
-    nodes = _drop_pass_through(nodes, aliases, protected)
-    nodes = [_fold_gemm_alpha(node, constants) for node in nodes]
-    nodes = _fold_affine_into_linear(nodes, constants, aliases, protected)
+    def constant(self, name: str):
+        return self.constants.get(name)
 
-    canonical = graph.with_nodes(nodes, constants)
-    return CanonicalGraph(graph=canonical, aliases=aliases)
+    def is_constant(self, name: str) -> bool:
+        return name in self.constants
 
 
-def _drop_pass_through(nodes, aliases, protected):
+def drop_identity_and_dropout(rewrite: Rewrite) -> None:
     kept = []
     renames: dict[str, str] = {}
-    used = {name for node in nodes for name in node.inputs}
-    for node in nodes:
+    used = {name for node in rewrite.nodes for name in node.inputs}
+    for node in rewrite.nodes:
         node = _renamed_inputs(node, renames)
         droppable = (node.op_type == "Identity" or (
             node.op_type == "Dropout" and not node.attrs.get("training_mode")
             and (len(node.outputs) < 2 or node.outputs[1] not in used)))
-        if droppable and node.domain == "" and node.outputs[0] not in protected:
+        if droppable and node.domain == "" and node.outputs[0] not in rewrite.protected:
             renames[node.outputs[0]] = node.inputs[0]
-            aliases[node.outputs[0]] = node.inputs[0]
+            rewrite.aliases[node.outputs[0]] = node.inputs[0]
         else:
             kept.append(node)
-    return kept
+    rewrite.nodes = kept
+
+
+def fold_gemm_alpha(rewrite: Rewrite) -> None:
+    rewrite.nodes = [_gemm_without_alpha(node, rewrite.constants) for node in rewrite.nodes]
+
+
+def fold_affine_into_linear(rewrite: Rewrite) -> None:
+    rewrite.nodes = _fold_affine_into_linear(rewrite.nodes, rewrite.constants, rewrite.aliases,
+                                             rewrite.protected)
+
+
+def read_parameters(rewrite: Rewrite) -> None:
+    """Each rule's ``parameters`` into ``node.attrs``; a node whose parameters are computed at run
+    time stays as it is, and its rule's refusal names them."""
+    nodes = []
+    for node in rewrite.nodes:
+        entry = entry_for(node)
+        read = entry.parameters(node, rewrite) if entry is not None and entry.parameters else None
+        nodes.append(node.with_changes(attrs={**node.attrs, **read}) if read else node)
+    rewrite.nodes = nodes
+
+
+PASSES: tuple[Callable[[Rewrite], None], ...] = (
+    drop_identity_and_dropout, fold_gemm_alpha, fold_affine_into_linear, read_parameters)
+
+
+def canonicalize(graph: Graph, passes=PASSES) -> CanonicalGraph:
+    rewrite = Rewrite(nodes=list(graph.nodes), constants=dict(graph.constants), opset=graph.opset,
+                      protected=frozenset({graph.output_name}))
+    for rewrite_pass in passes:
+        rewrite_pass(rewrite)
+    return CanonicalGraph(graph=graph.with_nodes(rewrite.nodes, rewrite.constants),
+                          aliases=rewrite.aliases)
 
 
 def _renamed_inputs(node: Node, renames: Mapping[str, str]) -> Node:
@@ -72,7 +111,7 @@ def _renamed_inputs(node: Node, renames: Mapping[str, str]) -> Node:
     return node.with_changes(inputs=tuple(renames.get(name, name) for name in node.inputs))
 
 
-def _fold_gemm_alpha(node: Node, constants: dict) -> Node:
+def _gemm_without_alpha(node: Node, constants: dict) -> Node:
     alpha = node.attrs.get("alpha", 1.0)
     if node.op_type != "Gemm" or alpha == 1.0:
         return node

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .constant_folding import fold_constants
 
 Shape = tuple  # of int, or None for a dimension unknown before run time

@@ -1,15 +1,16 @@
-"""Which tensors can carry a map, their layout, and the default map layer (REFERENCE §5).
+"""Which tensors can carry a map, their layout, and the default map layer (docs/method.md §5).
 
 A map layer is a tensor on the path from the input to the logits with at least one spatial axis
-(rank ≥ 3). Its channel axis is 1, except for a tensor whose every consumer on the path is a
-Transpose from channels-last to channels-first (an NHWC input of a TensorFlow export): there it
-is the last axis.
+(rank ≥ 3). Its channel axis is 1, except for a tensor whose every consumer on the path says that
+it reads its input's channels last (a Transpose from channels-last to channels-first, as after an
+NHWC input of a TensorFlow export): there it is the last axis.
 
 The default layer is the deepest *cut* tensor — one that every path from the input to the logits
 goes through, so it carries the whole signal (VGG's conv5_3, ResNet's layer outputs, an Inception
 block's concat) — whose spatial size is about 1/8 to 1/16 of the input's: the input is 7 to 18
 times larger along every spatial axis. A map needs more than one position, so 1×1 tensors never
-qualify, nor do Pad outputs, whose border is padding rather than image. Failing that, the deepest cut tensor with more than one position; failing that, the input.
+qualify, nor do outputs whose rule says they carry no map (a Pad's border is padding rather than
+image). Failing that, the deepest cut tensor with more than one position; failing that, the input.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Optional
 
-from .graph import Graph
-from .planning import descendants, reaching_logits, signal_inputs
+from ...graph_rules import Role, entry_for
+from .model import Graph
+from .paths import cut_tensors, descendants, reaching_logits
 
 DOWNSCALE_RANGE = (7, 18)
 
@@ -34,7 +36,7 @@ class LayerCatalogue:
     layers: tuple[LayerInfo, ...]       # map-capable tensors in topological order
     cuts: tuple[str, ...]               # cut tensors in topological order, the input first
     channel_last: frozenset[str]        # tensors whose channel axis is the last one
-    padded: frozenset[str] = frozenset()   # Pad outputs
+    no_map: frozenset[str] = frozenset()   # outputs of ops whose rule says they carry no map
 
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
@@ -51,7 +53,7 @@ class LayerCatalogue:
         input_spatial = self.spatial(input_name, shapes.get(input_name))
         map_capable = set(self.names())
         candidates = [name for name in reversed(self.cuts)
-                      if name in map_capable and name not in self.padded]
+                      if name in map_capable and name not in self.no_map]
         sized = [(name, self.spatial(name, shapes.get(name))) for name in candidates]
         known = [(name, dims) for name, dims in sized if dims and all(dims) and input_spatial
                  and all(input_spatial) and len(dims) == len(input_spatial)
@@ -76,44 +78,21 @@ def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
             continue
         op_type = producer[name].op_type if name in producer else "Input"
         layers.append(LayerInfo(name, op_type, shape))
-    channel_last = frozenset(layer.name for layer in layers if _feeds_only_nchw_transposes(graph, layer.name, on_path))
-    padded = frozenset(layer.name for layer in layers if layer.op_type == "Pad")
-    return LayerCatalogue(layers=tuple(layers), cuts=tuple(_cut_tensors(graph, on_path)),
-                          channel_last=channel_last, padded=padded)
+    channel_last = frozenset(layer.name for layer in layers
+                             if _read_channels_last(graph, layer.name, on_path))
+    no_map = frozenset(layer.name for layer in layers if layer.name in producer
+                       and getattr(entry_for(producer[layer.name]), "role", None) is Role.NO_MAP)
+    return LayerCatalogue(layers=tuple(layers), cuts=tuple(cut_tensors(graph, on_path)),
+                          channel_last=channel_last, no_map=no_map)
 
 
-def _feeds_only_nchw_transposes(graph: Graph, name: str, on_path: set[str]) -> bool:
+def _read_channels_last(graph: Graph, name: str, on_path: set[str]) -> bool:
+    """Whether every consumer of ``name`` on the path says it reads the last axis as channels."""
     consumers = [node for node in graph.consumers_of(name) if any(o in on_path for o in node.outputs)]
     if not consumers:
         return False
     for node in consumers:
-        perm = tuple(node.attrs.get("perm") or ())
-        rank = len(perm)
-        if node.op_type != "Transpose" or rank < 3 or perm != (0, rank - 1) + tuple(range(1, rank - 1)):
+        entry = entry_for(node)
+        if entry is None or entry.input_channel_axis is None or entry.input_channel_axis(node) != -1:
             return False
     return True
-
-
-def _cut_tensors(graph: Graph, on_path: set[str]) -> list[str]:
-    """Tensors every input-to-logits path goes through, in topological order. Walking the nodes
-    in order, a tensor is a cut exactly when, right after it is produced, it is the only tensor
-    produced so far that a later node on the path still reads."""
-    readers: dict[str, int] = {}
-    path_nodes = []
-    for node in graph.nodes:
-        receivers = [node.inputs[i] for i in signal_inputs(node, graph) if node.inputs[i] in on_path]
-        if receivers and any(name in on_path for name in node.outputs):
-            path_nodes.append((node, receivers))
-            for name in receivers:
-                readers[name] = readers.get(name, 0) + 1
-    live = {graph.input_name}
-    cuts = [graph.input_name]
-    for node, receivers in path_nodes:
-        for name in receivers:
-            readers[name] -= 1
-            if readers[name] == 0:
-                live.discard(name)
-        live.update(name for name in node.outputs if name in on_path and readers.get(name, 0) > 0)
-        if len(live) == 1 and next(iter(live)) in node.outputs:
-            cuts.append(next(iter(live)))
-    return cuts

@@ -1,0 +1,94 @@
+"""Questions about the paths the signal takes: where it starts, which tensors it passes, which
+nodes it cannot pass.
+
+The signal starts at the logits — the input of a final output normalisation (Softmax), looked for
+through ops that keep their input's values, else the first graph output — and flows down through
+each rule's signal inputs. Only nodes on a walk's path need a rule, so an unsupported op elsewhere
+never causes an error.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ...graph_rules import Role, entry_for, rule_for, supported_ops
+from .model import Graph, Node
+
+
+def find_logits(graph: Graph) -> str:
+    name = graph.output_name
+    while name in graph.producer:
+        node = graph.producer[name]
+        entry = entry_for(node)
+        role = entry.role if entry is not None else None
+        if role is Role.OUTPUT_NORMALISATION:
+            return node.inputs[0]
+        if role is not Role.SAME_VALUES:
+            break
+        name = node.inputs[0]
+    return graph.output_name
+
+
+def signal_inputs(node: Node, graph: Graph) -> tuple[int, ...]:
+    """Inputs that can receive signal: the rule says; an op without a rule, or in a configuration
+    its rule refuses, may use any input (so that it is found on the path and refused there)."""
+    rule = rule_for(node)
+    if rule is not None and rule.refusal(node, graph) is None:
+        return tuple(rule.signal_inputs(node, graph))
+    return tuple(i for i, name in enumerate(node.inputs) if name and not graph.is_constant(name))
+
+
+def reaching_logits(graph: Graph, logits: str) -> set[str]:
+    """Tensors from which the signal can reach the logits."""
+    reached = {logits}
+    for node in reversed(graph.nodes):
+        if any(name in reached for name in node.outputs):
+            reached.update(node.inputs[i] for i in signal_inputs(node, graph))
+    return reached
+
+
+def descendants(graph: Graph, tensor: str) -> set[str]:
+    found = {tensor}
+    for node in graph.nodes:
+        if any(name in found for name in node.inputs):
+            found.update(node.outputs)
+    return found
+
+
+def refusal_of(node: Node, graph: Graph) -> Optional[str]:
+    """Why the walk cannot pass ``node``, or None."""
+    rule = rule_for(node)
+    if rule is None:
+        domain = f" (domain {node.domain})" if node.domain else ""
+        return f"no Excitation Backprop rule for op {node.op_type}{domain}"
+    return rule.refusal(node, graph)
+
+
+def unsupported_message(node: Node, reason: str, where: str) -> str:
+    return (f"{reason}: {node.op_type} node {node.name!r}, {where}; supported ops: "
+            f"{', '.join(supported_ops())}")
+
+
+def cut_tensors(graph: Graph, on_path: set[str]) -> list[str]:
+    """Tensors every input-to-logits path goes through, in topological order. Walking the nodes
+    in order, a tensor is a cut exactly when, right after it is produced, it is the only tensor
+    produced so far that a later node on the path still reads."""
+    readers: dict[str, int] = {}
+    path_nodes = []
+    for node in graph.nodes:
+        receivers = [node.inputs[i] for i in signal_inputs(node, graph) if node.inputs[i] in on_path]
+        if receivers and any(name in on_path for name in node.outputs):
+            path_nodes.append((node, receivers))
+            for name in receivers:
+                readers[name] = readers.get(name, 0) + 1
+    live = {graph.input_name}
+    cuts = [graph.input_name]
+    for node, receivers in path_nodes:
+        for name in receivers:
+            readers[name] -= 1
+            if readers[name] == 0:
+                live.discard(name)
+        live.update(name for name in node.outputs if name in on_path and readers.get(name, 0) > 0)
+        if len(live) == 1 and next(iter(live)) in node.outputs:
+            cuts.append(next(iter(live)))
+    return cuts

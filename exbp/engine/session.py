@@ -1,0 +1,156 @@
+"""One model as the engine holds it: loaded, checked and canonicalised once, with everything built
+from it on first use and kept — its constants on the backend, a walk plan and a recording session
+per map layer. The only state of an :class:`~exbp.engine.explainer.Explainer`; safe to share
+between threads (what is built on first use is built under a lock, and a run's state lives in
+its own TensorStore).
+
+Data flows one way: file → graph (:mod:`.graph`) → recording (:mod:`.record`) → walk and maps
+(:mod:`.walk`), the arrays living on a backend (:mod:`.compute`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+
+from ..errors import LayerError, MethodError, UnsupportedOpError
+from .compute.backends import backend_for
+from .compute.constants import ConstantStore
+from .graph.canonicalize import canonicalize
+from .graph.layers import build_catalogue
+from .graph.loading import default_opset, load_model
+from .graph.model import Graph, shapes_for_input
+from .graph.paths import descendants, find_logits, reaching_logits, refusal_of
+from .graph.signs import non_negative_tensors
+from .record.recorded import derived_nodes
+from .record.recording import Recorder, without_initializer_data
+from .walk.methods import Method
+from .walk.planning import WalkPlan, plan_walk, require_classifier
+from .walk.tensors import TensorStore
+
+
+class ModelSession:
+    def __init__(self, source: str | os.PathLike | onnx.ModelProto, device: str = "cpu"):
+        loaded = load_model(source)
+        original = Graph.from_model(loaded, default_opset(loaded))
+        # the weights now live in the graph's constants: ``model`` keeps the structure only
+        self.model = without_initializer_data(loaded, original.constants)
+        del loaded
+        self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
+        self.canonical = canonicalize(original)
+        self.graph = self.canonical.graph
+        # names a user may give a layer by: the original tensors and node names
+        self._original_tensors = frozenset({original.input_name} | {
+            name for node in original.nodes for name in node.outputs})
+        self._node_outputs = {node.name: node.outputs[0] for node in original.nodes}
+        self.backend = backend_for(device)
+        self.constants = ConstantStore(self.backend, self.graph.constants)
+        self.logits = find_logits(self.graph)
+        self.catalogue = build_catalogue(self.graph, self.logits)
+        self.non_negative = non_negative_tensors(self.graph)
+        self._walks: dict[str, tuple[WalkPlan, Recorder, dict]] = {}
+        self._shapes_by_input: dict[tuple, dict] = {}
+        self._lock = threading.Lock()
+
+    # ---- layers -------------------------------------------------------------------------------
+
+    def shapes(self, input_shape: Optional[Sequence[int]] = None):
+        """Inferred shapes, for inputs of ``input_shape`` where it differs from the declared one."""
+        static = self.graph.shapes.get(self.graph.input_name) or ()
+        if input_shape is None or tuple(static[1:]) == tuple(input_shape[1:]):
+            return self.graph.shapes
+        input_shape = tuple(int(d) for d in input_shape)
+        if input_shape not in self._shapes_by_input:
+            self._shapes_by_input[input_shape] = shapes_for_input(
+                self.graph.inference_model, self.graph.input_name, input_shape)
+        return {**self.graph.shapes, **self._shapes_by_input[input_shape]}
+
+    def default_layer(self, input_shape: Optional[Sequence[int]] = None) -> str:
+        return self.catalogue.default_layer(self.shapes(input_shape), self.graph.input_name)
+
+    def resolve_layer(self, layer: Optional[str], input_shape=None, needs_map: bool = True) -> str:
+        """The canonical tensor a layer name means (a tensor, a node's first output, a tensor
+        canonicalisation removed); None means the default; with ``needs_map``, one that can carry
+        a map. LayerError otherwise."""
+        if layer is None:
+            return self.default_layer(input_shape)
+        if not isinstance(layer, str):
+            raise LayerError(f"layer must be a tensor or node name, got {layer!r}")
+        name = layer
+        if name not in self._original_tensors:
+            if name not in self._node_outputs:
+                close = difflib.get_close_matches(name, self.catalogue.names(), n=3)
+                hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close
+                        else "; list the layers with Explainer.layers()")
+                raise LayerError(f"unknown layer {name!r}{hint}")
+            name = self._node_outputs[name]
+        name = self.canonical.resolve(name)
+        if needs_map and name not in self.catalogue.names():
+            raise LayerError(f"layer {layer!r} cannot carry a map: it is not a tensor with "
+                             "spatial axes on the path from the input to the logits; list the "
+                             "layers with Explainer.layers()")
+        return name
+
+    # ---- walks --------------------------------------------------------------------------------
+
+    def plan(self, layer: str) -> WalkPlan:
+        """The walk plan to the canonical tensor ``layer``, with its recording session."""
+        return self._walk(layer)[0]
+
+    def recorder(self, plan: WalkPlan) -> Recorder:
+        return self._walk(plan.layer)[1]
+
+    def _walk(self, layer: str):
+        if layer not in self._walks:
+            with self._lock:
+                if layer not in self._walks:
+                    self._walks[layer] = self._build_walk(layer)
+        return self._walks[layer]
+
+    def _build_walk(self, layer: str):
+        plan = plan_walk(self.graph, layer, self.logits)
+        if plan.dual_weight is not None:
+            self.constants.add_negation(*plan.dual_weight)
+        nodes, owners = [], {}
+        if self.backend.records_derived:
+            nodes, owners = derived_nodes(plan.steps, self.non_negative)
+        recorder = Recorder(self.model, self.graph.input_name,
+                            plan.values | {self.logits} | set(owners), plan.shapes,
+                            shared=self.constants.host, extra_nodes=nodes, backend=self.backend)
+        return plan, recorder, owners
+
+    def record(self, x, plan: WalkPlan) -> tuple[np.ndarray, TensorStore]:
+        """(the logits on the host, what the rules read) for one forward pass."""
+        _, recorder, owners = self._walk(plan.layer)
+        recorded, shapes = recorder.run(x, plan.values | {self.logits} | set(owners), plan.shapes)
+        logits = self.backend.to_host(recorded[self.logits]).astype(np.float32, copy=False)
+        values = {name: self.backend.asarray(value) for name, value in recorded.items()}
+        return logits, TensorStore(self.constants, values, shapes, owners, self.non_negative)
+
+    def refusal(self, layer: Optional[str], method: Method, input_shape=None) -> Optional[str]:
+        """Why explaining with ``method`` at ``layer`` would be refused, or None if it would run."""
+        try:
+            require_classifier(self.plan(self.resolve_layer(layer, input_shape)), method)
+        except (LayerError, MethodError, UnsupportedOpError) as exc:
+            return str(exc)
+        return None
+
+    def unsupported_nodes(self) -> list[tuple[str, str, str, bool]]:
+        """(op type, node name, reason, on the input-to-logits path) for every node the walk
+        could not pass; nodes after the logits (the final Softmax) are never walked."""
+        on_path = reaching_logits(self.graph, self.logits)
+        after_logits = descendants(self.graph, self.logits) - {self.logits}
+        found = []
+        for node in self.graph.nodes:
+            if all(name in after_logits for name in node.outputs):
+                continue
+            reason = refusal_of(node, self.graph)
+            if reason:
+                found.append((node.op_type, node.name, reason,
+                              any(name in on_path for name in node.outputs)))
+        return found

@@ -1,0 +1,111 @@
+"""From the signal at a layer to maps (docs/method.md §5): channel sum, the method's finish (c-MWP
+keeps the positive part), bilinear resize; and :class:`Explanation`, what a caller gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .methods import Method
+
+
+@dataclass(frozen=True)
+class Explanation:
+    maps: np.ndarray       # float32 (N, K, *spatial): at the layer, or resized
+    targets: np.ndarray    # int64 (N, K)
+    logits: np.ndarray     # float32 (N, classes) — (N, classes, *spatial) for a convolutional head
+    layer: str             # the tensor the maps were computed at
+    method: str            # the method's name, "mwp" or "cmwp"
+
+    def resized(self, size: Sequence[int]) -> "Explanation":
+        """The same explanation with its maps resized (bilinear, half-pixel) to ``size`` (H, W)."""
+        return replace(self, maps=resize(np, self.maps, tuple(size)).astype(np.float32))
+
+    def scores(self) -> np.ndarray:
+        """(N, classes): each class's logit (its maximum over positions for a convolutional head)."""
+        return class_scores(self.logits)
+
+    def probabilities(self) -> np.ndarray:
+        """Softmax over the classes of :meth:`scores`, (N, classes)."""
+        scores = self.scores().astype(np.float64)
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def max_points(self) -> list[list[Optional[tuple[int, int]]]]:
+        """(x, y) of each map's first maximum in row-major order, per image and target; None for
+        a map without mass. On a :meth:`resized` explanation, in the pixels of that size."""
+        return [[max_point(m) for m in per_image] for per_image in self.maps]
+
+
+def class_scores(logits: np.ndarray) -> np.ndarray:
+    """(N, classes): spatial logits are scored by their maximum over positions."""
+    return logits if logits.ndim == 2 else logits.reshape(logits.shape[:2] + (-1,)).max(axis=-1)
+
+
+def max_point(resized: np.ndarray) -> Optional[tuple[int, int]]:
+    """(x, y) of the first maximum in row-major order; None when the map holds no mass."""
+    if not resized.size or resized.max() <= 0:
+        return None
+    y, x = np.unravel_index(int(np.argmax(resized)), resized.shape)
+    return int(x), int(y)
+
+
+def explanations(backend, signal, methods: Sequence[Method], channel_axis: int,
+                 targets: np.ndarray, logits: np.ndarray, layer: str,
+                 size: Optional[Sequence[int]]) -> dict[str, Explanation]:
+    """An Explanation per method from the walk's signal (a block of rows per method), resized
+    to ``size`` when given."""
+    xp = backend.xp
+    summed = channel_sum(signal, channel_axis)
+    count = targets.shape[1]
+    results = {}
+    for block, method in enumerate(methods):
+        maps = method.finish(xp, xp.moveaxis(summed[block * count:(block + 1) * count], 0, 1))
+        if size is not None:
+            maps = resize(xp, maps, size)
+        results[method.name] = Explanation(maps=backend.to_host(maps).astype(np.float32),
+                                           targets=targets, logits=logits, layer=layer,
+                                           method=method.name)
+    return results
+
+
+def concatenated(parts: Sequence[Explanation]) -> Explanation:
+    """Explanations of consecutive batches as one."""
+    first = parts[0]
+    return Explanation(maps=np.concatenate([p.maps for p in parts]),
+                       targets=np.concatenate([p.targets for p in parts]),
+                       logits=np.concatenate([p.logits for p in parts]),
+                       layer=first.layer, method=first.method)
+
+
+def channel_sum(signal, channel_axis: int):
+    """(rows, N, C, *spatial) or (rows, N, *spatial, C) -> (rows, N, *spatial)."""
+    return signal.sum(axis=2 if channel_axis == 1 else -1)
+
+
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of half-pixel bilinear interpolation (torch's
+    ``align_corners=False``; edge samples are clamped)."""
+    source = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    source = np.clip(source, 0, in_size - 1)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    fraction = source - low
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    np.add.at(matrix, (np.arange(out_size), low), 1 - fraction)
+    np.add.at(matrix, (np.arange(out_size), high), fraction)
+    return matrix.astype(np.float32)
+
+
+def resize(xp, maps, size) -> object:
+    """Bilinear resize of the trailing spatial axes of ``maps`` to ``size``."""
+    first = maps.ndim - len(size)
+    for offset, target in enumerate(size):
+        axis = first + offset
+        if maps.shape[axis] == target:
+            continue
+        matrix = xp.asarray(bilinear_matrix(maps.shape[axis], target))
+        maps = xp.moveaxis(xp.tensordot(matrix, maps, axes=([1], [axis])), 0, axis)
+    return maps

@@ -1,0 +1,44 @@
+"""Running a :class:`~exbp.engine.walk.planning.WalkPlan`: the signal from the logits to the layer.
+
+Signals carry a leading row axis: one row per target. Propagation is linear in the signal for
+fixed activations, so every row shares each op's normaliser ``Z`` and one pass serves all targets.
+Where a tensor feeds several consumers, their signals add up (fan-out sums).
+
+Methods are blocks of rows. At the classifier each method turns the rule's output ``P_W`` (and,
+for a contrastive one, the dual's ``P_dual``) into its own block (docs/method.md §4); the
+difference travels down once, which equals subtracting the two maps at the layer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .methods import Method
+from .planning import WalkPlan, require_classifier
+from .tensors import TensorStore
+
+
+def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method]):
+    """The signal at ``plan.layer``, shape (len(methods) · targets, *layer shape): a block of
+    rows per method. ``top`` is the signal at the logits, (targets, *logits shape)."""
+    for method in methods:
+        require_classifier(plan, method)
+    with_dual = any(method.contrastive for method in methods)
+    xp = tensors.xp
+    if plan.classifier is None and len(methods) > 1:   # no classifier to branch at: none is contrastive
+        top = xp.concatenate([top] * len(methods), axis=0)
+    signals = {plan.logits: top}
+    for index, step in enumerate(plan.steps):
+        outgoing = [signals.pop(name, None) for name in step.node.outputs]
+        if all(signal is None for signal in outgoing):
+            continue
+        incoming = step.rule.backward(step.node, tensors, outgoing, step.receivers)
+        if index == plan.classifier and (with_dual or len(methods) > 1):  # branch into methods
+            duals = (plan.dual.rule.backward(plan.dual.node, tensors, outgoing, step.receivers)
+                     if with_dual else [None] * len(incoming))
+            incoming = [xp.concatenate([m.at_classifier(own, dual) for m in methods], axis=0)
+                        for own, dual in zip(incoming, duals)]
+        for input_index, signal in zip(step.receivers, incoming):
+            name = step.node.inputs[input_index]
+            signals[name] = signal if name not in signals else signals[name] + signal
+    return signals[plan.layer]

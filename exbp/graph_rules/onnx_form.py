@@ -1,0 +1,27 @@
+"""ONNX nodes that compute parts of a rule, for the graphs exbp builds around the user's model
+(the recording session's derived quantities, the CPU backend's convolution kernels)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import onnx
+from onnx import helper
+
+POSITIVE, NEGATIVE = "positive", "negative"
+
+
+def listed(attrs: Mapping) -> dict:
+    """A node's attributes as onnx.helper.make_node takes them (lists, not tuples), without the
+    unset ones."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items() if v is not None}
+
+
+def weight_part_nodes(weight: str, part: str, output: str) -> list[onnx.NodeProto]:
+    """Nodes computing W⁺ = Relu(W) or W⁻ = −Relu(−W) from the initializer ``weight``;
+    onnxruntime folds them into constants when it builds the session."""
+    if part == POSITIVE:
+        return [helper.make_node("Relu", [weight], [output], name=output)]
+    return [helper.make_node("Neg", [weight], [output + "_negated"], name=output + "_negated"),
+            helper.make_node("Relu", [output + "_negated"], [output + "_relu"], name=output + "_relu"),
+            helper.make_node("Neg", [output + "_relu"], [output], name=output)]
