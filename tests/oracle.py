@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 PASS_THROUGH = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-                "Dropout", "Identity", "Cast", "LRN", "Elu", "Softplus", "Gelu", "Mish"}
+                "Dropout", "Identity", "Cast", "LRN", "Elu", "Selu", "Celu", "Softplus", "Softsign",
+                "Gelu", "Mish", "ThresholdedRelu"}
 MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Pad", "Slice", "Gather",
             "Concat", "Split"}
 
@@ -116,6 +117,33 @@ def conv_matrix(node, x, out, weight):
                     rows = index_out[(n, outs) + out_position]
                     columns = index_in[(n, ins) + position]
                     matrix[np.ix_(rows, columns)] += weight[(outs, slice(None)) + tap]
+    return matrix
+
+
+def conv_transpose_matrix(node, x, out, weight):
+    """ONNX ConvTranspose with explicit pads: input position i, tap t adds x·w at output position
+    i·stride − pad_begin + t·dilation (positions outside the output are cropped away)."""
+    attrs = attributes(node)
+    group = attrs.get("group", 1)
+    n_spatial = x.ndim - 2
+    strides = attrs.get("strides", [1] * n_spatial)
+    dilations = attrs.get("dilations", [1] * n_spatial)
+    begins = list(attrs.get("pads", [0] * 2 * n_spatial))[:n_spatial]
+    per_group_in, per_group_out = weight.shape[0] // group, weight.shape[1]
+    index_in = np.arange(x.size).reshape(x.shape)
+    index_out = np.arange(out.size).reshape(out.shape)
+    matrix = np.zeros((out.size, x.size))
+    for position in product(*(range(d) for d in x.shape[2:])):
+        for tap in product(*(range(k) for k in weight.shape[2:])):
+            target = tuple(position[i] * strides[i] - begins[i] + tap[i] * dilations[i]
+                           for i in range(n_spatial))
+            if not all(0 <= target[i] < out.shape[2 + i] for i in range(n_spatial)):
+                continue
+            for n, g, ci, co in product(range(x.shape[0]), range(group), range(per_group_in),
+                                        range(per_group_out)):
+                matrix[index_out[(n, g * per_group_out + co) + target],
+                       index_in[(n, g * per_group_in + ci) + position]] += \
+                    weight[(g * per_group_in + ci, co) + tap]
     return matrix
 
 
@@ -326,6 +354,8 @@ class Oracle:
             matrix = probed_matrix(gemm_function(node, self.constants, act), x)
         elif op == "MatMul":
             matrix = probed_matrix(matmul_function(node, self.constants, act), x)
+        elif op == "ConvTranspose":
+            matrix = conv_transpose_matrix(node, x, out, self.constants[node.input[1]])
         else:
             raise NotImplementedError(f"oracle has no rule for {op}")
         if node.name in scales:

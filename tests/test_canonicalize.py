@@ -6,6 +6,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import exbp
+from conftest import assert_close
 from builders import ModelBuilder, mobilenet_like, resnet_like
 
 
@@ -49,7 +50,7 @@ def test_folded_and_unfolded_exports_give_the_same_maps(build):
         for method in ("mwp", "cmwp"):
             want = refolded.explain(x, targets=[0, 4], layer=layer, method=method).maps
             got = original.explain(x, targets=[0, 4], layer=layer, method=method).maps
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+            assert_close(got, want)
 
 
 def test_folding_differs_from_identity_batchnorm_when_a_scale_is_negative():
@@ -112,3 +113,25 @@ def test_gemm_alpha_and_shared_conv_are_handled():
     np.testing.assert_allclose(graph.constants[gemm.inputs[1]],
                                2.5 * numpy_helper.to_array(
                                    next(t for t in model.graph.initializer if t.name == weight)))
+
+
+@pytest.mark.parametrize("opset", [9, 17])
+def test_parameters_are_read_into_one_form_whatever_the_opset(opset):
+    """Pad, Slice and ReduceSum took attributes before opsets 11, 10 and 13 and constant inputs
+    after; the read_parameters pass gives their rules the same attributes either way."""
+    b = ModelBuilder((1, 2, 6, 6), opset=opset)
+    ints = lambda values: b.const(np.array(values, np.int64))  # noqa: E731
+    if opset < 10:
+        padded = b.node("Pad", [b.input_name], pads=[0, 0, 1, 2, 0, 0, 2, 1])
+        sliced = b.node("Slice", [padded], starts=[1], ends=[4], axes=[2])
+        reduced = b.node("ReduceSum", [sliced], axes=[3], keepdims=1)
+    else:
+        padded = b.node("Pad", [b.input_name, ints([0, 0, 1, 2, 0, 0, 2, 1])])
+        sliced = b.node("Slice", [padded, ints([1]), ints([4]), ints([2])])
+        reduced = b.node("ReduceSum", [sliced, ints([3])], keepdims=1)
+    graph = exbp.Explainer(b.build(b.flatten(reduced), softmax=False)).session.graph
+    attrs = {n.op_type: n.attrs for n in graph.nodes}
+    assert attrs["Pad"]["pads"] == (0, 0, 1, 2, 0, 0, 2, 1) and attrs["Pad"]["pad_axes"] is None
+    assert (attrs["Slice"]["starts"], attrs["Slice"]["ends"], attrs["Slice"]["axes"],
+            attrs["Slice"]["steps"]) == ((1,), (4,), (2,), (1,))
+    assert tuple(attrs["ReduceSum"]["axes"]) == (3,)

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 import exbp
+from conftest import assert_close
 from builders import ModelBuilder, inception_like, mobilenet_like, resnet_like, vgg_like
 from oracle import Oracle, forward
 
@@ -35,9 +36,6 @@ def _oracle_maps(model, x, targets, layer, method):
     return np.maximum(maps, 0) if method == "cmwp" else maps
 
 
-def _close(got, want):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
-
 
 @pytest.mark.parametrize("method", ["mwp", "cmwp"])
 def test_maps_match_oracle_at_default_layer_and_pixels(architecture, method, device):
@@ -49,7 +47,7 @@ def test_maps_match_oracle_at_default_layer_and_pixels(architecture, method, dev
         assert result.maps.dtype == np.float32 and result.maps.shape[:2] == (2, 2)
         assert result.layer == layer and result.method == method
         np.testing.assert_array_equal(result.targets, [[3, 7], [3, 7]])
-        _close(result.maps, _oracle_maps(model, x, [3, 7], layer, method))
+        assert_close(result.maps, _oracle_maps(model, x, [3, 7], layer, method))
 
 
 def test_logits_and_top_k_targets(architecture):
@@ -70,7 +68,7 @@ def test_one_pass_equals_separate_calls(architecture):
     for method in ("mwp", "cmwp"):
         for k, target in enumerate([1, 4, 9]):
             alone = explainer.explain(x, targets=target, method=method)
-            _close(both[method].maps[:, k:k + 1], alone.maps)
+            assert_close(both[method].maps[:, k:k + 1], alone.maps)
 
 
 def test_per_image_targets(architecture):
@@ -78,7 +76,7 @@ def test_per_image_targets(architecture):
     x = b.input(seed=8, batch=2)
     result = explainer.explain(x, targets=[[2], [5]], method="cmwp")
     np.testing.assert_array_equal(result.targets, [[2], [5]])
-    _close(result.maps[1:], explainer.explain(x[1:], targets=5, method="cmwp").maps)
+    assert_close(result.maps[1:], explainer.explain(x[1:], targets=5, method="cmwp").maps)
 
 
 def test_linearity(architecture):
@@ -89,7 +87,7 @@ def test_linearity(architecture):
     combined = explainer.propagate(x, 2.0 * first + 0.5 * second, layer=b.input_name)
     separate = (2.0 * explainer.propagate(x, first, layer=b.input_name)
                 + 0.5 * explainer.propagate(x, second, layer=b.input_name))
-    _close(combined, separate)
+    assert_close(combined, separate)
 
 
 def test_conservation_at_every_cut_layer(architecture):
@@ -172,7 +170,7 @@ def test_fixed_batch_model_runs_image_by_image():
     together = explainer.explain(images, targets="top1")
     for i in range(3):
         alone = explainer.explain(images[i:i + 1], targets="top1")
-        _close(together.maps[i:i + 1], alone.maps)
+        assert_close(together.maps[i:i + 1], alone.maps)
         np.testing.assert_array_equal(together.targets[i:i + 1], alone.targets)
 
 
@@ -188,7 +186,7 @@ def test_convolutional_head_uses_softmax_over_positions():
     expected = np.maximum(Oracle(model, classifier="classifier").signal(
         x, top, b.input_name, contrast=(1.0,)).sum(axis=2), 0)
     result = exbp.Explainer(model).explain(x, targets=2, layer=b.input_name, method="cmwp")
-    _close(result.maps[:, 0], expected[0])
+    assert_close(result.maps[:, 0], expected[0])
 
 
 def test_channels_last_input():
@@ -201,4 +199,4 @@ def test_channels_last_input():
     result = explainer.explain(x, targets=1, layer=b.input_name, method="mwp", resize=True)
     assert explainer.session.catalogue.channel_axis(b.input_name) == -1
     expected = Oracle(model).signal(x, np.eye(5, dtype=np.float32)[None, 1:2], b.input_name).sum(axis=-1)
-    _close(result.maps[:, 0], expected[0])
+    assert_close(result.maps[:, 0], expected[0])

@@ -9,15 +9,13 @@ import pytest
 
 import exbp
 from exbp import cuda_unavailable
+from conftest import assert_close
 from builders import inception_like, mobilenet_like, resnet_like, vgg_like
 from test_rules import CASES, _model, _top_for
 
 UNAVAILABLE = cuda_unavailable()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no CUDA backend: {UNAVAILABLE}")
 
-
-def _close(got, want):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("positive", [False, True], ids=["mixed_signs", "non_negative"])
@@ -28,7 +26,7 @@ def test_rule_on_gpu_matches_numpy(name, positive):
     top = _top_for(model, x)
     want = exbp.Explainer(model, device="numpy").propagate(x, top, layer=b.input_name)
     got = exbp.Explainer(model, device="cuda").propagate(x, top, layer=b.input_name)
-    _close(got, want)
+    assert_close(got, want, "device")
 
 
 @pytest.mark.parametrize("build", [vgg_like, inception_like, resnet_like, mobilenet_like])
@@ -42,7 +40,7 @@ def test_models_on_gpu_match_cpu(build):
         got = gpu.explain_methods(x, targets=[3, 7], layer=layer, resize=False)
         for method in ("mwp", "cmwp"):
             assert isinstance(got[method].maps, np.ndarray)
-            _close(got[method].maps, want[method].maps)
+            assert_close(got[method].maps, want[method].maps, "device")
             np.testing.assert_array_equal(got[method].targets, want[method].targets)
 
 
@@ -64,8 +62,8 @@ def test_recorded_tensors_stay_on_the_gpu(monkeypatch):
     x = cupy.asarray(b.input(seed=1))
     result = explainer.explain(x, targets=1, layer=b.input_name)
     assert seen and all(kind is cupy.ndarray for kind in seen)
-    _close(result.maps, exbp.Explainer(model).explain(cupy.asnumpy(x), targets=1,
-                                                      layer=b.input_name).maps)
+    assert_close(result.maps, exbp.Explainer(model).explain(cupy.asnumpy(x), targets=1,
+                                                            layer=b.input_name).maps, "device")
 
 
 def test_auto_chooses_the_gpu():

@@ -7,6 +7,7 @@ import pytest
 
 import exbp
 from exbp.engine.record.recording import Recorder, default_session_options
+from conftest import assert_close
 from builders import inception_like, mobilenet_like, resnet_like, vgg_like
 
 
@@ -26,8 +27,7 @@ def test_optimised_recording_equals_unoptimised(build):
         recorder.run(x, values, shapes) for recorder in recorders)
     assert set(optimised) == set(reference) == values | {b.input_name}
     for name in values:
-        np.testing.assert_allclose(optimised[name], reference[name], rtol=1e-5,
-                                   atol=1e-6 * np.abs(reference[name]).max(), err_msg=name)
+        assert_close(optimised[name], reference[name])
     assert optimised_shapes == reference_shapes
     for name, shape in optimised_shapes.items():
         assert shape[0] == 2 and name in shapes

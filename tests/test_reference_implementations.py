@@ -15,6 +15,7 @@ import onnx
 import pytest
 
 import exbp
+from conftest import assert_close
 
 torch = pytest.importorskip("torch", reason="the reference checks need torch (extra 'reference')")
 
@@ -55,9 +56,6 @@ def _onnx_tensor(model, module: str) -> str:
     return [n.output[0] for n in model.graph.node if n.name.startswith(prefix)][-1]
 
 
-def _close(got, want):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
-
 
 @pytest.mark.parametrize("module", ["features.4", "features.7"])
 def test_torchray_excitation_backprop(exported, module):
@@ -68,7 +66,7 @@ def test_torchray_excitation_backprop(exported, module):
         want = excitation.excitation_backprop(network, torch.from_numpy(x), target,
                                               saliency_layer=module).detach().numpy()[:, 0]
         got = explainer.explain(x, targets=target, layer=_onnx_tensor(model, module), method="mwp")
-        _close(got.maps[:, 0], want)
+        assert_close(got.maps[:, 0], want, "reference")
 
 
 def test_torchray_contrastive_excitation_backprop(exported):
@@ -81,7 +79,7 @@ def test_torchray_contrastive_excitation_backprop(exported):
             contrast_layer="classifier.2", classifier_layer="classifier.3").detach().numpy()[:, 0]
         got = explainer.explain(x, targets=target, layer=_onnx_tensor(model, "features.4"),
                                 method="cmwp")
-        _close(got.maps[:, 0], want)
+        assert_close(got.maps[:, 0], want, "reference")
 
 
 def test_zennit_excitation_backprop_at_the_pixels(exported):
@@ -94,4 +92,4 @@ def test_zennit_excitation_backprop_at_the_pixels(exported):
         (relevance,) = torch.autograd.grad(output, image, torch.eye(10)[[5]])
     want = relevance.detach().numpy().sum(axis=1)
     got = explainer.explain(x, targets=5, layer="image", method="mwp").maps[:, 0]
-    _close(got, want)
+    assert_close(got, want, "reference")
