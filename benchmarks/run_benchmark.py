@@ -212,7 +212,7 @@ def worker_gpu(model: str, batch: int, runs: int) -> dict:
 
 
 def gpu_report(models, runs: int, path: Path) -> int:
-    from exbp.engine.backends import cuda_unavailable
+    from exbp import cuda_unavailable
 
     reason = cuda_unavailable()
     if reason:

@@ -2,7 +2,7 @@
 
 Nothing here imports exbp. Activations come from onnx's reference evaluator, not onnxruntime.
 Every linear op becomes its explicit matrix M over the whole tensor (outputs × inputs), built from
-the op's definition in the ONNX spec, and a layer's signal follows REFERENCE §1 literally:
+the op's definition in the ONNX spec, and a layer's signal follows docs/method.md §1 literally:
 
     z_ij = M_ij x_j,   P_in_j = Σ_i z_ij⁺ / Σ_k z_ik⁺ · P_i      (0 where Σ_k z_ik⁺ = 0)
 
@@ -58,7 +58,7 @@ def _onnxruntime_intermediates(model, feeds):
 
 
 def excite_dense(matrix, x, signal):
-    """REFERENCE §1 with an explicit matrix; signal (rows, outputs) -> ((rows, inputs), the mass
+    """docs/method.md §1 with an explicit matrix; signal (rows, outputs) -> ((rows, inputs), the mass
     per row that reaches outputs whose contributions are all ≤ 0 and is lost)."""
     z = matrix * x.reshape(-1)[None, :]
     positive = np.maximum(z, 0)
@@ -239,7 +239,7 @@ class Oracle:
 
     def _batchnorm_scales(self, values):
         """Per-element scale of each Conv whose only consumer is a BatchNormalization, or a Mul or
-        Div by a per-channel constant (REFERENCE §3: those are folded into the Conv)."""
+        Div by a per-channel constant (docs/method.md §3.4: those are folded into the Conv)."""
         scales = {}
         for node in self.graph.node:
             producer = self.producer.get(node.input[0]) if node.input else None

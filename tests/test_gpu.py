@@ -11,7 +11,7 @@ import exbp
 from exbp import cuda_unavailable
 from conftest import assert_close
 from builders import inception_like, mobilenet_like, resnet_like, vgg_like
-from test_rules import CASES, _model, _top_for
+from test_rules import CASES, case_model, random_top
 
 UNAVAILABLE = cuda_unavailable()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no CUDA backend: {UNAVAILABLE}")
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no CUDA backen
 @pytest.mark.parametrize("positive", [False, True], ids=["mixed_signs", "non_negative"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_rule_on_gpu_matches_numpy(name, positive):
-    b, model = _model(CASES[name])
+    b, model = case_model(CASES[name])
     x = b.input(seed=11, positive=positive)
-    top = _top_for(model, x)
+    top = random_top(model, x)
     want = exbp.Explainer(model, device="numpy").propagate(x, top, layer=b.input_name)
     got = exbp.Explainer(model, device="cuda").propagate(x, top, layer=b.input_name)
     assert_close(got, want, "device")

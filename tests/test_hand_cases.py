@@ -1,4 +1,4 @@
-"""The hand-computed cases of REFERENCE §7, with expected values worked out on paper."""
+"""The hand-computed cases of docs/method.md §7, with expected values worked out on paper."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The layer catalogue and the default map layer (REFERENCE §5)."""
+"""The layer catalogue and the default map layer (docs/method.md §5)."""
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""exbp against the reference implementations (REFERENCE §7, external oracles).
+"""exbp against the reference implementations (docs/method.md §7, external oracles).
 
 A BN-free VGG-style network in PyTorch, exported to ONNX: exbp's maps must equal TorchRay's
 excitation backprop and contrastive excitation backprop at the same layer, and Zennit's

@@ -1,4 +1,4 @@
-"""Every rule and attribute combination against the dense brute-force oracle (REFERENCE §7).
+"""Every rule and attribute combination against the dense brute-force oracle (docs/method.md §7).
 
 Each case is a small model around one op; the engine's signal at the input (for a random positive
 signal at the output, two rows, two images where the model allows) must equal the oracle's to
@@ -183,12 +183,14 @@ CASES = {
 }
 
 
-def _model(case: Case):
+def case_model(case: Case):
+    """(the builder, the model) of a rule case."""
     b = ModelBuilder(case.input_shape, seed=3, opset=case.opset, dynamic_batch=case.dynamic_batch)
     return b, b.build(case.build(b), softmax=False)
 
 
-def _top_for(model, x, rows=2, seed=4):
+def random_top(model, x, rows=2, seed=4):
+    """A random positive signal at the model's output: ``rows`` rows for input ``x``."""
     logits = forward(model, x)[model.graph.output[0].name]
     return np.random.default_rng(seed).uniform(0.1, 1.0, (rows,) + logits.shape).astype(np.float32)
 
@@ -200,9 +202,9 @@ def test_rule_matches_dense_oracle(name, positive, device):
     """``cpu``: onnxruntime's kernels and recorded normalisers and winners; ``numpy``: exbp's
     own kernels (the CuPy backend's), with Z and the winners computed in the rules."""
     case = CASES[name]
-    b, model = _model(case)
+    b, model = case_model(case)
     x = b.input(seed=11, positive=positive)
-    top = _top_for(model, x)
+    top = random_top(model, x)
     got = exbp.Explainer(model, device=device).propagate(x, top, layer=b.input_name)
     oracle = Oracle(model)
     want = oracle.signal(x, top, b.input_name)
@@ -217,5 +219,5 @@ def test_rule_matches_dense_oracle(name, positive, device):
 
 def test_every_registered_op_has_an_oracle_case():
     """A rule without a case here is a rule nothing checks: registering an op means adding one."""
-    covered = {node.op_type for case in CASES.values() for node in _model(case)[1].graph.node}
+    covered = {node.op_type for case in CASES.values() for node in case_model(case)[1].graph.node}
     assert set(exbp.supported_ops()) <= covered, sorted(set(exbp.supported_ops()) - covered)

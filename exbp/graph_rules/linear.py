@@ -127,22 +127,34 @@ def _first_weight(node: Node, graph: Graph) -> int:
     return 1
 
 
+def _convolutions(tensors, node, geometry: dict, larger: tuple, smaller: tuple):
+    """(the convolution of ``node``'s weight from spatial size ``larger`` to ``smaller``, its
+    transpose back), as functions of (array, weight part): a Conv's f and fᵀ, and, exchanged, a
+    ConvTranspose's."""
+    kernels, weight, group = tensors.kernels, tensors.weight(node.inputs[1]), node.attrs["group"]
+
+    def conv(inp, part):
+        return kernels.conv(inp, weight, part, group=group, out_spatial=smaller, **geometry)
+
+    def conv_transpose(signal, part):
+        return kernels.conv_transpose(signal, weight, part, group=group, in_spatial=larger, **geometry)
+    return conv, conv_transpose
+
+
+def _spatial_sizes(node, tensors, signals) -> tuple[tuple, tuple, tuple]:
+    """(kernel, input spatial size, output spatial size), the output's from its signal."""
+    kernel = tensors.shape(node.inputs[1])[2:]
+    n = len(kernel)
+    return kernel, tuple(tensors.value(node.inputs[0]).shape[-n:]), tuple(signals[0].shape[-n:])
+
+
 @rule("Conv", needs=values_of(0), refusal=_constant_weight_refusal, weight_input=_first_weight,
       derived={Recorded.NORMALISER: _conv_normaliser_nodes})
 def conv_rule(node, tensors, signals, receivers):
-    x, weight_name = tensors.value(node.inputs[0]), node.inputs[1]
-    kernel = tensors.shape(weight_name)[2:]
-    n = len(kernel)
-    in_spatial = tuple(x.shape[-n:])
-    out_spatial = tuple(signals[0].shape[-n:])
+    kernel, in_spatial, out_spatial = _spatial_sizes(node, tensors, signals)
     geometry = window_geometry(node, kernel, in_spatial).as_kwargs()
-    group = node.attrs["group"]
-    kernels, weight = tensors.kernels, tensors.weight(weight_name)
-    op = LinearOp(
-        forward=lambda inp, part: kernels.conv(inp, weight, part, group=group,
-                                               out_spatial=out_spatial, **geometry),
-        transpose=lambda s, part: kernels.conv_transpose(s, weight, part, group=group,
-                                                         in_spatial=in_spatial, **geometry))
+    conv, conv_transpose = _convolutions(tensors, node, geometry, in_spatial, out_spatial)
+    op = LinearOp(forward=conv, transpose=conv_transpose)
     return [excite(tensors, node.inputs[0], signals[0], op,
                    tensors.recorded(node, Recorded.NORMALISER))]
 
@@ -173,20 +185,13 @@ def _conv_transpose_refusal(node: Node, graph: Graph):
 def conv_transpose_rule(node, tensors, signals, receivers):
     """f is the transposed convolution (weight (C_in, C_out/group, *k)) and fᵀ the convolution with
     the same weight and geometry: the two kernels of Conv, exchanged."""
-    x, weight_name = tensors.value(node.inputs[0]), node.inputs[1]
-    kernel = tensors.shape(weight_name)[2:]
+    kernel, in_spatial, out_spatial = _spatial_sizes(node, tensors, signals)
     n = len(kernel)
-    in_spatial, out_spatial = tuple(x.shape[-n:]), tuple(signals[0].shape[-n:])
     geometry = {"strides": tuple(node.attrs.get("strides") or (1,) * n),
                 "dilations": tuple(node.attrs.get("dilations") or (1,) * n),
                 "pads": _conv_transpose_pads(node, kernel, in_spatial, out_spatial)}
-    group = node.attrs["group"]
-    kernels, weight = tensors.kernels, tensors.weight(weight_name)
-    op = LinearOp(
-        forward=lambda inp, part: kernels.conv_transpose(inp, weight, part, group=group,
-                                                         in_spatial=out_spatial, **geometry),
-        transpose=lambda s, part: kernels.conv(s, weight, part, group=group,
-                                               out_spatial=in_spatial, **geometry))
+    conv, conv_transpose = _convolutions(tensors, node, geometry, out_spatial, in_spatial)
+    op = LinearOp(forward=conv_transpose, transpose=conv)
     return [excite(tensors, node.inputs[0], signals[0], op)]
 
 
