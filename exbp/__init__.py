@@ -8,11 +8,15 @@ from .engine.inputs import InputSpec
 from .engine.report import CheckReport, shape_text
 from .engine.walk.maps import Explanation, max_point
 from .engine.walk.methods import CMWP, METHODS, MWP, Method
-from .exporters import FORMATS, colorize, map_record, overlay, write_map_files, write_summary
-from .image_maps import ImageMap, explain_image
-from .preprocessing import PRESETS, Preprocessing, load_image, resolve_preprocessing
-from .errors import (ExbpError, InputError, LayerError, MethodError, ModelError, TargetError,
-                     UnsupportedOpError)
+from .errors import (ExbpError, InputError, LayerError, MethodError, ModelError, OutputError,
+                     TargetError, UnsupportedOpError)
+from .exporters import (COLORMAPS, DEFAULT_FORMATS, FORMATS, OverlayStyle, colorize, map_record,
+                        overlay, read_summary, write_contact_sheet, write_map_files, write_report,
+                        write_summary)
+from .image_maps import ImageMap, explain_image, explain_images
+from .preprocessing import (MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, PRESETS, Preprocessing, load_image,
+                            resolve_preprocessing)
+from .runs import RunFolder
 from .graph_rules import supported_ops
 from .labels import Labels
 
@@ -20,7 +24,9 @@ __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "LayerInfo", "InputSpec", "CheckReport", "Labels",
            "Method", "METHODS", "MWP", "CMWP", "supported_ops", "cuda_unavailable", "max_point",
-           "shape_text", "MIN_OPSET", "MAX_OPSET", "ImageMap", "explain_image", "load_image",
-           "Preprocessing", "PRESETS", "resolve_preprocessing", "FORMATS", "colorize", "overlay",
-           "map_record", "write_map_files", "write_summary", "ExbpError", "InputError", "LayerError",
+           "shape_text", "MIN_OPSET", "MAX_OPSET", "ImageMap", "explain_image", "explain_images",
+           "load_image", "Preprocessing", "PRESETS", "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS",
+           "resolve_preprocessing", "FORMATS", "DEFAULT_FORMATS", "COLORMAPS", "OverlayStyle",
+           "colorize", "overlay", "map_record", "read_summary", "write_map_files",
+           "write_contact_sheet", "write_report", "write_summary", "RunFolder", "OutputError", "ExbpError", "InputError", "LayerError",
            "MethodError", "ModelError", "TargetError", "UnsupportedOpError", "__version__"]

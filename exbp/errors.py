@@ -32,3 +32,7 @@ class TargetError(ExbpError):
 
 class MethodError(ExbpError):
     """An unknown method, or a method the model cannot support (c-MWP without a classifier layer)."""
+
+
+class OutputError(ExbpError):
+    """The output folder cannot be created or written, or holds another run."""

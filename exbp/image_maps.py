@@ -9,14 +9,17 @@ point the pointing game scores. It uses the Explainer's public API only.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .preprocessing import Preprocessing, load_image
+from .errors import InputError
+from .preprocessing import MAX_IMAGE_PIXELS, Preprocessing, load_image
+
+TOP_CLASSES = 5        # the classes an image's summary lists
 
 
 @dataclass(frozen=True)
@@ -33,34 +36,87 @@ class ImageMap:
     resized: np.ndarray           # float32 (image height, image width)
     max_point: Optional[tuple[int, int]]   # (x, y) in original-image pixels; None for an empty map
     seconds: float                # time taken for this image, shared by its maps
+    top_classes: tuple = ()       # the image's most probable classes: ((class, label, probability), ...)
 
 
 def explain_image(explainer, path: str | Path, preprocessing: Preprocessing,
                   targets: Sequence = ("top1",), methods: Sequence[str] = ("mwp", "cmwp"),
-                  layer: Optional[str] = None) -> list[ImageMap]:
+                  layer: Optional[str] = None, max_image_pixels: int = MAX_IMAGE_PIXELS) -> list[ImageMap]:
     """Maps of ``methods`` for ``targets`` (as Explainer.explain takes them) on one image; a
-    target that repeats (top1 also named by index) is explained once."""
+    target that repeats (top1 also named by index) is explained once. InputError where the image
+    cannot be read or explained."""
+    (result,) = explain_images(explainer, [path], preprocessing, targets, methods, layer,
+                               max_image_pixels)
+    if isinstance(result, InputError):
+        raise result
+    return result
+
+
+def explain_images(explainer, paths: Sequence[str | Path], preprocessing: Preprocessing,
+                   targets: Sequence = ("top1",), methods: Sequence[str] = ("mwp", "cmwp"),
+                   layer: Optional[str] = None, max_image_pixels: int = MAX_IMAGE_PIXELS):
+    """:func:`explain_image` for several images in one batch (the model runs once for all the
+    images whose inputs have one shape); per path, its maps or the InputError that stopped it, so
+    that one bad image loses nothing but itself. Errors that concern the model, the targets or
+    the layer rather than an image are raised."""
     started = time.perf_counter()
-    path = Path(path)
-    image = load_image(path)
-    x = preprocessing.to_input(image, preprocessing.channels_for(explainer.input_spec.shape))
-    results = explainer.explain_methods(x, targets=list(targets), layer=layer, methods=methods)
+    results: list = [None] * len(paths)
+    inputs = {}
+    channels = preprocessing.channels_for(explainer.input_spec.shape)
+    for index, path in enumerate(paths):
+        try:
+            image = load_image(path, max_image_pixels)
+            inputs[index] = (Path(path), image, preprocessing.to_input(image, channels))
+        except InputError as exc:
+            results[index] = exc
+    by_shape: dict[tuple, list[int]] = {}
+    for index, (_, _, x) in inputs.items():
+        by_shape.setdefault(x.shape, []).append(index)
+
+    def explain_group(group: list[int]) -> None:
+        batch = np.concatenate([inputs[i][2] for i in group])
+        explained = explainer.explain_methods(batch, targets=list(targets), layer=layer,
+                                              methods=methods)
+        seconds = (time.perf_counter() - started) / len(paths)
+        for row, index in enumerate(group):
+            path, image, _ = inputs[index]
+            results[index] = _image_maps(explainer, explained, row, path, image, seconds)
+
+    for group in by_shape.values():
+        try:
+            explain_group(group)
+        except InputError as exc:
+            if len(group) == 1:
+                results[group[0]] = exc
+                continue
+            for index in group:        # one image's input may fail the batch: each alone
+                try:
+                    explain_group([index])
+                except InputError as single:
+                    results[index] = single
+    return results
+
+
+def _image_maps(explainer, results, row: int, path: Path, image: Image.Image, seconds: float):
     first = next(iter(results.values()))
-    logits, probabilities = first.scores()[0], first.probabilities()[0]
-    chosen = list(dict.fromkeys(int(t) for t in first.targets[0]))
-    resized = {name: result.resized((image.height, image.width)) for name, result in results.items()}
+    logits, probabilities = first.scores()[row], first.probabilities()[row]
+    chosen = list(dict.fromkeys(int(t) for t in first.targets[row]))
+    resized = {name: replace(result, maps=result.maps[row:row + 1]).resized((image.height, image.width))
+               for name, result in results.items()}
     points = {name: result.max_points()[0] for name, result in resized.items()}
-    seconds = time.perf_counter() - started
     labels = explainer.labels
+    name_of = labels.name if labels else str
+    top = tuple((int(c), name_of(int(c)), float(probabilities[c]))
+                for c in np.argsort(-probabilities, kind="stable")[:TOP_CLASSES])
     maps = []
     for target in chosen:
-        column = list(first.targets[0]).index(target)
+        column = list(first.targets[row]).index(target)
         for name, result in results.items():
             maps.append(ImageMap(
                 image_path=path, image=image, target=target,
-                label=labels.name(target) if labels else str(target), method=name,
+                label=name_of(target), method=name,
                 layer=result.layer, logit=float(logits[target]),
-                probability=float(probabilities[target]), map=result.maps[0, column],
+                probability=float(probabilities[target]), map=result.maps[row, column],
                 resized=resized[name].maps[0, column], max_point=points[name][column],
-                seconds=seconds))
+                seconds=seconds, top_classes=top))
     return maps

@@ -1,12 +1,14 @@
 """Class names: one per line, from a file or the model's ``exbp.labels`` metadata.
 
 A line may list synonyms separated by ", " (ImageNet's WordNet names: "tabby, tabby cat"); a class
-can be named by the whole line or by any synonym, ignoring case.
+can be named by the whole line or by any synonym, ignoring case, or by a word that names exactly one
+class (``"espresso"``). A word in several classes' names (``"cat"``) is refused with their list.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -36,10 +38,28 @@ class Labels:
         synonyms = self.synonyms(index) if 0 <= index < len(self.names) else []
         return synonyms[0] if synonyms else str(index)
 
+    def search(self, word: str) -> list[int]:
+        """The classes with ``word`` in their name, ignoring case: as a whole word where any
+        class has it so (``"cat"`` finds "tiger cat", not "wildcat"), else as any part of one."""
+        word = word.strip().lower()
+        if not word:
+            return list(range(len(self.names)))
+        whole = re.compile(rf"\b{re.escape(word)}\b")
+        found = [i for i, name in enumerate(self.names) if whole.search(name.lower())]
+        return found or [i for i, name in enumerate(self.names) if word in name.lower()]
+
     def index(self, name: str) -> int:
         found = self._index.get(name.strip().lower())
         if found is not None:
             return found
+        matches = self.search(name)
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            shown = ", ".join(f"{i} {self.names[i]!r}" for i in matches[:8])
+            more = f" and {len(matches) - 8} more" if len(matches) > 8 else ""
+            raise TargetError(f"class name {name!r} matches {len(matches)} classes: {shown}{more}; "
+                              "name one of them or give its index")
         close = difflib.get_close_matches(name.lower(), list(self._index), n=3, cutoff=0.6)
         hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close
                 else "; give a class index or a name from the labels")

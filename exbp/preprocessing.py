@@ -6,7 +6,8 @@ images are converted to the model's 1 or 3 channels), resized to exactly the mod
 
     value = (p · scale − mean) / std        in the model's channel order (RGB, or BGR with bgr)
 
-(a grayscale model given a three-value mean or std uses their average)
+(a grayscale model given a three-value mean or std uses their average; 16-bit images are brought
+to the same 0–255 range, not clipped)
 
 and laid out as (1, C, H, W), or (1, H, W, C) for ``layout="nhwc"``.
 
@@ -22,6 +23,7 @@ individual values given by the caller. Metadata keys (values use the same text a
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +35,10 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InputError
 
 METADATA_PREFIX = "exbp."
+# Caps that keep a hostile or mistaken input from exhausting memory (configurable per call):
+# an image file's pixels, and the size images are resized to for the model.
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_INPUT_PIXELS = 16_777_216          # 4096 × 4096
 SETTINGS = ("size", "mean", "std", "scale", "bgr", "layout")
 LAYOUTS = ("nchw", "nhwc")
 
@@ -45,6 +51,7 @@ class Preprocessing:
     scale: float = 1.0
     bgr: bool = False
     layout: Optional[str] = None               # "nchw" or "nhwc"; None: as the model's input shape says
+    max_pixels: int = MAX_INPUT_PIXELS         # the largest H·W images are resized to
 
     def channels_for(self, model_input_shape) -> int:
         """The channels a model of this input shape takes, in this layout (3 where unknown)."""
@@ -58,18 +65,44 @@ class Preprocessing:
         channels = self.channels_for(model_input_shape)
         return (1, channels) + self.size if self.layout == "nchw" else (1,) + self.size + (channels,)
 
-    def validate(self, channels: int) -> None:
-        """InputError unless images can become inputs of ``channels`` channels."""
+    def validate(self, channels: int, model_input_shape=None) -> None:
+        """InputError unless images can become inputs of ``channels`` channels (of a model with
+        ``model_input_shape``, when given: its fixed sizes must match, the layout must fit)."""
+        shape = tuple(model_input_shape or ())
         if channels not in (1, 3):
+            other = "nhwc" if self.layout == "nchw" else "nchw"
+            if len(shape) == 4 and model_channels(shape, other) in (1, 3):
+                raise InputError(f"the model's input {_shape_text(shape)} is laid out {other}, not "
+                                 f"{self.layout}: with {self.layout} it would take {channels} "
+                                 f"channels; use layout {other}")
             raise InputError(f"the model's input takes {channels} channels; exbp reads images as "
                              "1 (grayscale) or 3 (RGB) channels")
         for name, values in (("mean", self.mean), ("std", self.std)):
             _per_channel(values, channels, name)
+        if self.size is not None:
+            height, width = self.size
+            if height * width > self.max_pixels:
+                raise InputError(f"size {height}x{width} is {height * width} pixels, above the cap "
+                                 f"of {self.max_pixels}; give a smaller size or raise the cap")
+            fixed = self._fixed_size(shape)
+            if fixed is not None and any(d is not None and d != s for d, s in zip(fixed, self.size)):
+                raise InputError(f"size {height}x{width} does not fit the model, whose input "
+                                 f"{_shape_text(shape)} is fixed at {fixed[0]}x{fixed[1]}; drop "
+                                 "the size or give that one")
+
+    def _fixed_size(self, shape) -> Optional[tuple]:
+        if len(shape) != 4:
+            return None
+        spatial = shape[2:] if self.layout == "nchw" else shape[1:3]
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in spatial)
 
     def to_input(self, image: Image.Image, channels: int) -> np.ndarray:
         """The model input (1, C, H, W) or (1, H, W, C) for one image."""
         self.validate(channels)
-        image = image.convert("L" if channels == 1 else "RGB")
+        image = _eight_bit_range(image).convert("L" if channels == 1 else "RGB")
+        if self.size is None and image.width * image.height > self.max_pixels:
+            raise InputError(f"the image is {image.width}x{image.height}, above the cap of "
+                             f"{self.max_pixels} pixels for the model's input; give a size")
         if self.size is not None and image.size != (self.size[1], self.size[0]):
             image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
         pixels = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, channels)
@@ -80,6 +113,24 @@ class Preprocessing:
         if self.layout != "nhwc":
             values = values.transpose(2, 0, 1)
         return np.ascontiguousarray(values[None], dtype=np.float32)
+
+
+def _eight_bit_range(image: Image.Image) -> Image.Image:
+    """16- and 32-bit single-channel images scaled to 0–255 (Pillow's conversion to RGB or L would
+    clip them at 255); float images are taken to be in 0–1 when their maximum is ≤ 1."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
+        values = values / 257.0
+    elif image.mode == "F" and peak <= 1.0:
+        values = values * 255.0
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
 def _per_channel(values: tuple[float, ...], channels: int, name: str) -> np.ndarray:
@@ -171,12 +222,12 @@ def resolve_preprocessing(model_input_shape, metadata: Mapping[str, str],
     not set by any of these follow the model's input shape."""
     if preset is not None and preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    unknown = set(overrides) - set(SETTINGS)
+    unknown = set(overrides) - set(SETTINGS) - {"max_pixels"}
     if unknown:
         raise InputError(f"unknown preprocessing setting {sorted(unknown)[0]!r}; use "
-                         f"{', '.join(SETTINGS)}")
+                         f"{', '.join(SETTINGS)} or max_pixels")
     settings = PRESETS[preset] if preset else replace(PRESETS["imagenet"], **metadata_settings(metadata))
-    settings = replace(settings, **{k: _PARSERS[k](v) if isinstance(v, str) else v
+    settings = replace(settings, **{k: _PARSERS[k](v) if isinstance(v, str) and k in _PARSERS else v
                                     for k, v in overrides.items() if v is not None})
     shape = tuple(model_input_shape or ())
     layout = settings.layout or _detected_layout(shape)
@@ -203,17 +254,34 @@ def model_channels(model_input_shape, layout: str) -> int:
     return channels if isinstance(channels, int) and channels > 0 else 3
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """The image at ``path``, fully decoded; InputError (one line) if it cannot be read."""
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The image at ``path``, fully decoded; InputError (one line) if it cannot be read or has
+    more than ``max_pixels`` pixels (checked from its header, before decoding)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image {path} does not exist" if not path.exists()
                          else f"image path {path} is not a file")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
+        with warnings.catch_warnings():
+            # exbp's own cap below replaces Pillow's decompression-bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > max_pixels:
+                    raise InputError(f"image {path} is {image.width}x{image.height}, above the cap "
+                                     f"of {max_pixels} pixels; resize it or raise the cap")
+                image.load()
+                return image.copy()
+    except InputError:
+        raise
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image Pillow can read (JPEG, PNG, BMP, TIFF, ...)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"image {path} could not be read: {exc}") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"image {path} has more pixels than Pillow will decode (a decompression "
+                         f"bomb); the cap is {max_pixels} pixels") from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
+        raise InputError(f"image {path} could not be read: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -105,7 +105,8 @@ def test_size_layout_and_image_modes(tmp_path):
               save_image(tmp_path / "gray.jpg", mode="L", color=90),
               save_image(tmp_path / "palette.png", mode="P", color=3)]
     out = tmp_path / "out"
-    result = run("explain", model, *images, "--layer", b.input_name, "--out", out, "--method", "mwp")
+    result = run("explain", model, *images, "--layer", b.input_name, "--out", out, "--method", "mwp",
+                 "--format", "json", "--format", "npy-resized")
     assert result.exit_code == 0, result.output
     records = summary(out)["results"]
     assert summary(out)["preprocessing"]["layout"] == "nhwc"
@@ -134,7 +135,8 @@ def test_targets_methods_formats_and_files(small, tmp_path):
     image = save_image(tmp_path / "photo.jpg", size=(40, 30), color=(200, 100, 50))
     out = tmp_path / "out"
     result = run("explain", model, image, "--labels", labels, "--target", "tabby cat", "--target", 7,
-                 "--target", "top1", "--method", "cmwp", "--format", "npy", "--format", "json",
+                 "--target", "top1", "--method", "cmwp", "--format", "npy", "--format", "npy-resized",
+                 "--format", "json",
                  "--layer", "relu4", "--out", out)
     assert result.exit_code == 0, result.output
     records = summary(out)["results"]
@@ -162,7 +164,7 @@ def test_top5_and_both_methods_write_pngs(small, tmp_path):
     model, labels = small
     image = save_image(tmp_path / "photo.png", size=(24, 18), color=(30, 200, 90))
     out = tmp_path / "out"
-    assert run("explain", model, image, "--target", "top5", "--out", out).exit_code == 0
+    assert run("explain", model, image, "--target", "top5", "--out", out, "--no-annotate").exit_code == 0
     records = summary(out)["results"]
     assert len(records) == 10 and [r["method"] for r in records[:2]] == ["mwp", "cmwp"]
     logits = [r["logit"] for r in records[::2]]
@@ -213,7 +215,7 @@ def test_a_bad_file_does_not_lose_the_batch(small, tmp_path):
     errors = {Path(f["image"]).name: f["error"] for f in report["failures"]}
     assert "not an image Pillow can read" in errors["broken.jpg"]
     assert "does not exist" in errors["missing.png"]
-    assert "skipped" in result.stderr and "2 image(s) failed" in result.stderr
+    assert "skipped" in result.stderr and "2 images failed" in result.stderr
 
 
 # ---- errors that stop the run ------------------------------------------------------------------
@@ -275,10 +277,13 @@ def test_layers_marks_the_default(small):
     result = run("layers", model)
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split()[:2] == ["input", "Input"] and "(logits)" in lines[-2]
-    default = exbp.Explainer(str(model)).default_layer()
+    explainer = exbp.Explainer(str(model))
+    logits = explainer.layers()[-1].name
+    assert lines[0].split()[:2] == ["input", "Input"] and lines[-1].startswith(f"logits (no map): {logits} ")
+    assert not any(line.split()[:1] == [logits] for line in lines[:-1])
+    default = explainer.default_layer()
     assert any(line.startswith("*") and default in line for line in lines)
-    assert lines[-1] == f"* default map layer: {default}"
+    assert lines[-2] == f"* default map layer: {default}"
 
 
 def test_check_explainable_model(small):

@@ -1,7 +1,9 @@
 """The ``exbp`` command: parse, call the public API, report.
 
-Exit codes: 0 success; 1 an error that stops the run (model, labels, options, targets, layer);
-2 a usage error; 3 some images failed — the others were written, and summary.json lists both.
+Exit codes: 0 success; 1 an error that stops the run (model, labels, options, targets, layer, the
+output folder, or every image failing); 2 a usage error; 3 some images failed — the others were
+written, and summary.json lists both; 130 interrupted (Ctrl-C) — summary.json records what was done,
+and ``--resume`` goes on from there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from PIL import Image
 
 import exbp
 
-PARTIAL_FAILURE = 3
+PARTIAL_FAILURE, INTERRUPTED = 3, 130
 METHOD_CHOICES = {"mwp": ("mwp",), "cmwp": ("cmwp",), "both": ("mwp", "cmwp")}
 DEMO_TARGETS = {"chelsea.png": ("top1", "tabby cat"), "coffee.png": ("top1", "cup")}
 
@@ -29,17 +31,38 @@ def cli():
 
 
 model_argument = click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+labels_option = click.option(
+    "--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Class names, one per line (default: the model's exbp.labels metadata).")
+
+
+def _fail(exc: exbp.ExbpError, model: Optional[Path] = None):
+    """Exit 1 with the engine's message and which command or flag helps."""
+    message = str(exc)
+    if isinstance(exc, exbp.LayerError) and model is not None:
+        message += f" (see `exbp layers {model}`)"
+    elif isinstance(exc, exbp.TargetError) and "needs labels" in message:
+        message += "; or pass --labels FILE (one name per line)"
+    elif isinstance(exc, exbp.TargetError) and "matches" in message and model is not None:
+        message += f" (see `exbp labels {model} WORD`)"
+    elif isinstance(exc, exbp.OutputError):
+        message = message.replace("resume it, overwrite it", "use --resume or --overwrite")
+    raise click.ClickException(message)
 
 
 def _load(model: Path, device: str = "cpu", labels: Optional[Path] = None) -> exbp.Explainer:
     try:
         explainer = exbp.Explainer(model, device=device, labels=labels)
     except exbp.ExbpError as exc:
-        raise click.ClickException(str(exc)) from None
+        _fail(exc, model)
     if device == "auto":
         reason = exbp.cuda_unavailable()
         click.echo(f"device: {explainer.device}" + (f" ({reason})" if reason else ""), err=True)
     return explainer
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 @cli.command()
@@ -54,7 +77,8 @@ def _load(model: Path, device: str = "cpu", labels: Optional[Path] = None) -> ex
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("exbp-out"),
               show_default=True, help="Output folder.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(exbp.FORMATS),
-              help="Repeat to choose several; default: all.")
+              help="Repeat to choose several; default: png, npy, json (npy-resized: the map at the "
+                   "photo's size, on request only).")
 @click.option("--preset", type=click.Choice(sorted(exbp.PRESETS)),
               help="Preprocessing preset; default: the model's metadata, else imagenet.")
 @click.option("--size", metavar="HxW", help="Resize images to H×W (default: the model's input size).")
@@ -63,36 +87,43 @@ def _load(model: Path, device: str = "cpu", labels: Optional[Path] = None) -> ex
 @click.option("--scale", metavar="FACTOR", help="Multiply pixel values (0-255) first, e.g. 1/255.")
 @click.option("--bgr/--rgb", default=None, help="Channel order the model takes.")
 @click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="The model input's layout.")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Class names, one per line (default: the model's exbp.labels metadata).")
+@labels_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--recursive", "-r", is_flag=True, help="Search folders' subfolders for images too.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Images per forward pass (for throughput).")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The heatmap's weight in overlays.")
+@click.option("--cmap", type=click.Choice(exbp.COLORMAPS), default="inferno", show_default=True,
+              help="Colour map of heatmaps and overlays.")
+@click.option("--annotate/--no-annotate", default=True, show_default=True,
+              help="Overlays with a title (class, probability, method) and a colour bar.")
+@click.option("--resume", is_flag=True, help="Go on with the run in --out, skipping what it did.")
+@click.option("--overwrite", is_flag=True, help="Replace the run in --out.")
+@click.option("--max-image-pixels", type=click.IntRange(1), default=exbp.MAX_IMAGE_PIXELS,
+              show_default=True, help="Refuse image files with more pixels.")
+@click.option("--max-input-pixels", type=click.IntRange(1), default=exbp.MAX_INPUT_PIXELS,
+              show_default=True, help="Refuse to resize images for the model beyond this many pixels.")
 def explain(model, images, targets, method, layer, out, formats, preset, size, mean, std, scale,
-            bgr, layout, labels_file, device):
+            bgr, layout, labels_file, device, recursive, batch_size, alpha, cmap, annotate, resume,
+            overwrite, max_image_pixels, max_input_pixels):
     """Explain MODEL's prediction on IMAGES (files or folders) and write maps to --out."""
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
     explainer = _load(model, device, labels_file)
+    methods = METHOD_CHOICES[method]
     try:
         settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata, preset,
                                               size=size, mean=mean, std=std, scale=scale, bgr=bgr,
-                                              layout=layout)
+                                              layout=layout, max_pixels=max_input_pixels)
         specs = _target_specs(targets or ("top1",), explainer)
-        _check_explainable(explainer, settings, layer, METHOD_CHOICES[method])
+        _check_explainable(explainer, settings, layer, methods)
     except exbp.ExbpError as exc:
-        raise click.ClickException(_with_hint(exc, model)) from None
-    files = _expand(images)
-    jobs = [(path, specs) for path in files]
-    failed = _run(explainer, jobs, settings, METHOD_CHOICES[method], layer, out,
-                  formats or exbp.FORMATS, model)
-    if failed:
-        sys.exit(PARTIAL_FAILURE)
-
-
-def _with_hint(exc: exbp.ExbpError, model: Path) -> str:
-    """The engine's message, and which command or flag helps."""
-    if isinstance(exc, exbp.LayerError):
-        return f"{exc} (see `exbp layers {model}`)"
-    if isinstance(exc, exbp.TargetError) and "needs labels" in str(exc):
-        return f"{exc}; or pass --labels FILE (one name per line)"
-    return str(exc)
+        _fail(exc, model)
+    files = _expand(images, recursive)
+    run = Run(explainer, model, settings, methods, layer, formats or exbp.DEFAULT_FORMATS,
+              exbp.OverlayStyle(alpha=alpha, cmap=cmap, annotate=annotate), max_image_pixels)
+    sys.exit(run.go(out, [(path, specs) for path in files], batch_size, resume, overwrite))
 
 
 def _target_specs(targets, explainer: exbp.Explainer) -> list:
@@ -104,7 +135,7 @@ def _target_specs(targets, explainer: exbp.Explainer) -> list:
 
 def _check_explainable(explainer: exbp.Explainer, settings: exbp.Preprocessing, layer, methods) -> None:
     spec = explainer.input_spec
-    settings.validate(settings.channels_for(spec.shape))
+    settings.validate(settings.channels_for(spec.shape), spec.shape)
     if layer is not None:
         explainer.resolve_layer(layer)
     shape = settings.input_shape(spec.shape)
@@ -114,46 +145,116 @@ def _check_explainable(explainer: exbp.Explainer, settings: exbp.Preprocessing, 
             raise exbp.ExbpError(reason)
 
 
-def _expand(images) -> list[Path]:
-    """Files as given; folders replaced by the image files in them, sorted."""
+def _expand(images, recursive: bool) -> list[Path]:
+    """Files as given; folders replaced by the image files in them, sorted (and in their
+    subfolders with ``recursive``, else a note says how many were not searched)."""
     extensions = {ext.lower() for ext in Image.registered_extensions()}
     files = []
     for path in images:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions))
-        else:
+        if not path.is_dir():
             files.append(path)
+            continue
+        try:
+            found = sorted(path.rglob("*") if recursive else path.iterdir())
+        except OSError as exc:
+            raise click.ClickException(f"folder {path} cannot be read: {exc.strerror or exc}") from None
+        files.extend(p for p in found if p.is_file() and p.suffix.lower() in extensions)
+        skipped = [p for p in found if p.is_dir()] if not recursive else []
+        if skipped:
+            click.echo(f"note: {path} has {_plural(len(skipped), 'subfolder')}, not searched "
+                       "(--recursive searches them)", err=True)
+    if not files:
+        shown = ", ".join(sorted(e for e in extensions if e in (".jpg", ".jpeg", ".png", ".bmp", ".tif")))
+        raise click.ClickException(f"no images found in {', '.join(str(p) for p in images)} "
+                                   f"(looked for {shown}, ... files)")
     return files
 
 
-def _run(explainer, jobs, settings, methods, layer, out: Path, formats, model) -> int:
-    """Explain every (image, targets) job, write the formats, report; returns the failure count."""
-    out.mkdir(parents=True, exist_ok=True)
-    stems = _unique_stems([path for path, _ in jobs])
-    records, failures = [], []
-    with click.progressbar(jobs, label="explaining", file=sys.stderr,
-                           hidden=len(jobs) < 2, item_show_func=lambda job: job and job[0].name) as bar:
-        for path, specs in bar:
-            try:
-                maps = exbp.explain_image(explainer, path, settings, specs, methods, layer)
-            except exbp.ExbpError as exc:
-                failures.append({"image": str(path), "error": str(exc)})
-                click.echo(f"\nskipped {path}: {exc}", err=True)
+class Run:
+    """One `exbp explain` or `exbp demo` run: jobs of (image, targets) into a run folder."""
+
+    def __init__(self, explainer, model, settings, methods, layer, formats, style, max_image_pixels):
+        self.explainer, self.model, self.settings = explainer, model, settings
+        self.methods, self.layer, self.formats, self.style = methods, layer, formats, style
+        self.max_image_pixels = max_image_pixels
+
+    def go(self, out: Path, jobs, batch_size: int, resume: bool = False, overwrite: bool = False) -> int:
+        """Explain every job, write the formats, report; returns the exit code."""
+        settings = {"model": str(self.model), "device": self.explainer.device,
+                    "methods": list(self.methods), "layer": self.layer,
+                    "targets": sorted({str(t) for _, specs in jobs for t in specs}),
+                    "preprocessing": {k: v for k, v in vars(self.settings).items()}}
+        try:
+            folder = exbp.RunFolder(out, settings, resume=resume, overwrite=overwrite,
+                                    summary="json" in self.formats)
+        except exbp.ExbpError as exc:
+            _fail(exc)
+        stems = _unique_stems([path for path, _ in jobs])
+        pending = [job for job in jobs if str(job[0]) not in folder.done]
+        if resume:
+            click.echo(f"resuming: {len(jobs) - len(pending)} of {len(jobs)} image(s) already done",
+                       err=True)
+        interrupted = False
+        try:
+            with click.progressbar(length=len(pending), label="explaining", file=sys.stderr,
+                                   hidden=len(pending) < 2) as bar:
+                for batch in _batches(pending, batch_size):
+                    self._explain(batch, folder, stems)
+                    bar.update(len(batch))
+        except KeyboardInterrupt:
+            interrupted = True
+        except exbp.ExbpError as exc:       # not an image's fault: every image would fail alike
+            folder.save(final=True)
+            _fail(exc, self.model)
+        summary = folder.save(final=True, interrupted=interrupted)
+        done = len(folder.images)
+        written = (f"wrote {_plural(len(folder.records), 'map')} for {done} of "
+                   f"{_plural(len(jobs), 'image')} to {out}" + (f" (summary: {summary})" if summary else ""))
+        if interrupted:
+            click.echo(f"interrupted: {written}; --resume goes on from there", err=True)
+            return INTERRUPTED
+        click.echo(written)
+        if folder.failures:
+            click.echo(f"{_plural(len(folder.failures), 'image')} failed; see the messages above",
+                       err=True)
+            if not done:
+                raise click.ClickException("no image could be explained")
+            return PARTIAL_FAILURE
+        return 0
+
+    def _explain(self, batch, folder, stems) -> None:
+        paths, specs = [path for path, _ in batch], batch[0][1]
+        results = exbp.explain_images(self.explainer, paths, self.settings, specs, self.methods,
+                                      self.layer, self.max_image_pixels)
+        for path, result in zip(paths, results):
+            if isinstance(result, exbp.InputError):
+                folder.fail(str(path), str(result))
+                click.echo(f"\nskipped {path}: {result}", err=True)
                 continue
-            for image_map in maps:
-                base = out / _file_base(stems[path], image_map, explainer.labels)
-                records.append(exbp.map_record(image_map, exbp.write_map_files(image_map, base, formats)))
-    run = {"model": str(model), "device": explainer.device,
-           "preprocessing": {k: v for k, v in vars(settings).items()}}
-    written = f"{len(records)} maps for {len(jobs) - len(failures)} of {len(jobs)} images"
-    if "json" in formats:
-        summary = exbp.write_summary(out / "summary.json", run, records, failures)
-        click.echo(f"wrote {written} to {out} (summary: {summary})")
-    else:
-        click.echo(f"wrote {written} to {out}")
-    if failures:
-        click.echo(f"{len(failures)} image(s) failed; see the messages above", err=True)
-    return len(failures)
+            records = []
+            for image_map in result:
+                base = folder.out / _file_base(stems[path], image_map, self.explainer.labels)
+                files = exbp.write_map_files(image_map, base, self.formats, self.style)
+                records.append(exbp.map_record(image_map, files))
+            sheet = None
+            if "png" in self.formats and len(result) > 1:
+                sheet = str(exbp.write_contact_sheet(result, folder.out / f"{stems[path]}_sheet.png",
+                                                     self.style))
+            top = [{"class": c, "label": label, "probability": round(p, 6)}
+                   for c, label, p in result[0].top_classes]
+            folder.add(str(path), top, records, sheet)
+
+
+def _batches(jobs, size: int):
+    """Consecutive jobs with the same targets, ``size`` at a time."""
+    batch = []
+    for job in jobs:
+        if batch and (len(batch) == size or job[1] != batch[0][1]):
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
 
 
 def _unique_stems(paths) -> dict:
@@ -173,7 +274,7 @@ def _file_base(stem: str, image_map, labels: Optional[exbp.Labels]) -> str:
 
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("exbp-out"),
-              show_default=True, help="Output folder.")
+              show_default=True, help="Output folder (an earlier demo there is replaced).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def demo(out, device):
     """Explain the bundled EfficientNet-Lite0 on the bundled photos (top-1 and one other class)."""
@@ -185,11 +286,12 @@ def demo(out, device):
             for name, targets in DEMO_TARGETS.items()]
     click.echo(f"demo: EfficientNet-Lite0 (ImageNet) on {', '.join(DEMO_TARGETS)}; "
                "MWP and c-MWP for the top class and one other")
-    failed = _run(explainer, jobs, settings, ("mwp", "cmwp"), None, out, exbp.FORMATS, model)
+    run = Run(explainer, model, settings, ("mwp", "cmwp"), None, exbp.DEFAULT_FORMATS,
+              exbp.OverlayStyle(), exbp.MAX_IMAGE_PIXELS)
+    code = run.go(out, jobs, batch_size=1, overwrite=True)
     for overlay in sorted(out.glob("*_cmwp_overlay.png")):
         click.echo(f"  {overlay}")
-    if failed:
-        sys.exit(PARTIAL_FAILURE)
+    sys.exit(code)
 
 
 @cli.command()
@@ -198,13 +300,14 @@ def layers(model):
     """List the tensors of MODEL that can carry a map (* marks the default)."""
     explainer = _load(model)
     default = explainer.default_layer()
+    *maps, logits = explainer.layers()
     rows = [(("*" if name == default else " "), name, op_type, exbp.shape_text(shape))
-            for name, op_type, shape in explainer.layers()]
+            for name, op_type, shape in maps]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for index, row in enumerate(rows):
-        suffix = "   (logits)" if index == len(rows) - 1 else ""
-        click.echo("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() + suffix)
+    for row in rows:
+        click.echo("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
     click.echo(f"* default map layer: {default}")
+    click.echo(f"logits (no map): {logits.name} {exbp.shape_text(logits.shape)}")
 
 
 @cli.command()
@@ -217,3 +320,33 @@ def check(model):
         click.echo(line)
     if not report.explainable:
         sys.exit(1)
+
+
+@cli.command()
+@model_argument
+@click.argument("word", required=False, default="")
+@labels_option
+def labels(model, word, labels_file):
+    """List MODEL's class names (those with WORD in them, when given), with their indices."""
+    explainer = _load(model, labels=labels_file)
+    if explainer.labels is None:
+        raise click.ClickException(f"{model} carries no labels (exbp.labels metadata); pass "
+                                   "--labels FILE (one name per line)")
+    found = explainer.labels.search(word)
+    if not found:
+        raise click.ClickException(f"no class name of {model} contains {word!r}")
+    width = len(str(found[-1]))
+    for index in found:
+        click.echo(f"{index:>{width}}  {explainer.labels.names[index]}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir):
+    """Write RUN_DIR/report.html: every photo, its top classes and its overlays side by side."""
+    try:
+        path = exbp.write_report(run_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"{run_dir} holds no readable exbp run (summary.json): "
+                                   f"{exc}") from None
+    click.echo(f"wrote {path}")

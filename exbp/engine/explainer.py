@@ -144,6 +144,9 @@ class Explainer:
     def _explain_batch(self, x, targets, plan, methods, size) -> dict[str, Explanation]:
         session = self.session
         logits, tensors = session.record(x, plan)
+        if not np.isfinite(logits).all():
+            raise InputError("the model's logits are not finite for this input (its activations "
+                             "overflow float32); check the input's scale")
         if logits.ndim < 2 or logits.shape[0] != x.shape[0]:
             raise ModelError(f"the logits {session.logits!r} have shape {logits.shape}; exbp "
                              "needs (N, classes) or (N, classes, *spatial)")

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from ..errors import LayerError, MethodError, UnsupportedOpError
+from ..errors import LayerError, MethodError, ModelError, UnsupportedOpError
 from .compute.backends import backend_for
 from .compute.constants import ConstantStore
 from .graph.canonicalize import canonicalize
@@ -34,10 +34,19 @@ from .walk.planning import WalkPlan, plan_walk, require_classifier
 from .walk.tensors import TensorStore
 
 
+def _check_finite(constants) -> None:
+    """ModelError for a weight holding NaN or infinity: its maps would be NaN, silently."""
+    for name, value in constants.items():
+        if value.dtype.kind == "f" and value.size and not np.isfinite(value).all():
+            raise ModelError(f"the model's constant {name!r} holds NaN or infinite values; exbp "
+                             "explains models whose weights are finite numbers")
+
+
 class ModelSession:
     def __init__(self, source: str | os.PathLike | onnx.ModelProto, device: str = "cpu"):
         loaded = load_model(source)
         original = Graph.from_model(loaded, default_opset(loaded))
+        _check_finite(original.constants)
         # the weights now live in the graph's constants: ``model`` keeps the structure only
         self.model = without_initializer_data(loaded, original.constants)
         del loaded
@@ -90,6 +99,10 @@ class ModelSession:
                 raise LayerError(f"unknown layer {name!r}{hint}")
             name = self._node_outputs[name]
         name = self.canonical.resolve(name)
+        if needs_map and name in self.catalogue.no_map:
+            op_type = self.graph.producer[name].op_type
+            raise LayerError(f"layer {layer!r} is the output of a {op_type}, whose border holds no "
+                             "image; choose its input or a layer from Explainer.layers()")
         if needs_map and name not in self.catalogue.names():
             raise LayerError(f"layer {layer!r} cannot carry a map: it is not a tensor with "
                              "spatial axes on the path from the input to the logits; list the "

@@ -1,4 +1,5 @@
-"""``.npy``: the raw float32 map at the layer's resolution, and resized to the image."""
+"""``.npy``: the raw float32 map at the layer's resolution (``npy``), and on request the map resized
+to the image (``npy-resized``; a full-resolution array per map, 8 MB for a 1.5-megapixel photo)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomically
 
-def write_npy(image_map, base: Path) -> list[Path]:
-    raw, resized = base.with_name(base.name + ".npy"), base.with_name(base.name + "_resized.npy")
-    np.save(raw, image_map.map.astype(np.float32))
-    np.save(resized, image_map.resized.astype(np.float32))
-    return [raw, resized]
+
+def write_npy(image_map, base: Path, style=None) -> list[Path]:
+    return [_save(base.with_name(base.name + ".npy"), image_map.map)]
+
+
+def write_resized_npy(image_map, base: Path, style=None) -> list[Path]:
+    return [_save(base.with_name(base.name + "_resized.npy"), image_map.resized)]
+
+
+def _save(path: Path, values: np.ndarray) -> Path:
+    return write_atomically(path, lambda file: np.save(file, values.astype(np.float32)))

@@ -1,9 +1,12 @@
-"""``summary.json``: one per run, a record for every (image, target, method) and every failure."""
+"""``summary.json``: one per run, a record for every (image, target, method), the top classes of
+every image, and every failure. Written atomically and strictly (no NaN: it is JSON)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from .atomic import write_atomically
 
 
 def map_record(image_map, files: list[Path]) -> dict:
@@ -24,6 +27,14 @@ def map_record(image_map, files: list[Path]) -> dict:
     }
 
 
-def write_summary(path: Path, run: dict, records: list[dict], failures: list[dict]) -> Path:
-    path.write_text(json.dumps({**run, "results": records, "failures": failures}, indent=2) + "\n")
-    return path
+def write_summary(path: Path, run: dict, records: list[dict], failures: list[dict],
+                  **sections) -> Path:
+    """The run's settings, its records and failures, and any further ``sections`` (the images'
+    top classes, whether the run was interrupted)."""
+    text = json.dumps({**run, **sections, "results": records, "failures": failures}, indent=2,
+                      allow_nan=False) + "\n"
+    return write_atomically(Path(path), lambda file: file.write(text.encode("utf-8")))
+
+
+def read_summary(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

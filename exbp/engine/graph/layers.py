@@ -9,8 +9,8 @@ The default layer is the deepest *cut* tensor — one that every path from the i
 goes through, so it carries the whole signal (VGG's conv5_3, ResNet's layer outputs, an Inception
 block's concat) — whose spatial size is about 1/8 to 1/16 of the input's: the input is 7 to 18
 times larger along every spatial axis. A map needs more than one position, so 1×1 tensors never
-qualify, nor do outputs whose rule says they carry no map (a Pad's border is padding rather than
-image). Failing that, the deepest cut tensor with more than one position; failing that, the input.
+qualify. Outputs whose rule says they carry no map (a Pad's border is padding rather than image)
+are no map layers at all. Failing that, the deepest cut tensor with more than one position; failing that, the input.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class LayerCatalogue:
     layers: tuple[LayerInfo, ...]       # map-capable tensors in topological order
     cuts: tuple[str, ...]               # cut tensors in topological order, the input first
     channel_last: frozenset[str]        # tensors whose channel axis is the last one
-    no_map: frozenset[str] = frozenset()   # outputs of ops whose rule says they carry no map
+    no_map: frozenset[str] = frozenset()   # outputs of ops whose rule says they carry no map (not in layers)
 
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
@@ -52,8 +52,7 @@ class LayerCatalogue:
     def default_layer(self, shapes: Mapping[str, tuple], input_name: str) -> str:
         input_spatial = self.spatial(input_name, shapes.get(input_name))
         map_capable = set(self.names())
-        candidates = [name for name in reversed(self.cuts)
-                      if name in map_capable and name not in self.no_map]
+        candidates = [name for name in reversed(self.cuts) if name in map_capable]
         sized = [(name, self.spatial(name, shapes.get(name))) for name in candidates]
         known = [(name, dims) for name, dims in sized if dims and all(dims) and input_spatial
                  and all(input_spatial) and len(dims) == len(input_spatial)
@@ -82,6 +81,7 @@ def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
                              if _read_channels_last(graph, layer.name, on_path))
     no_map = frozenset(layer.name for layer in layers if layer.name in producer
                        and getattr(entry_for(producer[layer.name]), "role", None) is Role.NO_MAP)
+    layers = [layer for layer in layers if layer.name not in no_map]
     return LayerCatalogue(layers=tuple(layers), cuts=tuple(cut_tensors(graph, on_path)),
                           channel_last=channel_last, no_map=no_map)
 

@@ -27,6 +27,9 @@ from ...errors import InputError, ModelError
 from .shared_arrays import placeholder_initializer, share_arrays
 
 SHAPE_SUFFIX = "::exbp_shape"
+# onnxruntime's own log lines (warnings about unused initializers, graph transformations) would
+# reach stderr beside exbp's one-line messages; errors are raised, and reported, anyway
+ort.set_default_logger_severity(3)
 
 
 class Recorder:

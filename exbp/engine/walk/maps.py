@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ...errors import InputError
 from .methods import Method
 
 
@@ -58,6 +59,9 @@ def explanations(backend, signal, methods: Sequence[Method], channel_axis: int,
     """An Explanation per method from the walk's signal (a block of rows per method), resized
     to ``size`` when given."""
     xp = backend.xp
+    if not bool(xp.all(xp.isfinite(signal))):
+        raise InputError(f"the signal at layer {layer!r} is not finite for this input (the "
+                         "model's activations overflow float32); check the input's scale")
     summed = channel_sum(signal, channel_axis)
     count = targets.shape[1]
     results = {}
