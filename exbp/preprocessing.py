@@ -275,9 +275,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image Pillow can read (JPEG, PNG, BMP, TIFF, ...)") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"image {path} has more pixels than Pillow will decode (a decompression "
-                         f"bomb); the cap is {max_pixels} pixels") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {path} is above the cap of {max_pixels} pixels, beyond what Pillow "
+                         f"will decode ({_first_line(exc)})") from None
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise InputError(f"image {path} could not be read: {_first_line(exc)}") from None
 

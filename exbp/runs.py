@@ -11,6 +11,7 @@ resumed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ class RunFolder:
         if resume and not summary:
             raise OutputError("a run without its summary (the json format) cannot be resumed")
         self.out = Path(out)
-        self.settings = settings
+        self.settings = json.loads(json.dumps(settings))     # as a summary holds them
         self.summary = summary
         self.records: list[dict] = []
         self.failures: list[dict] = []
