@@ -79,7 +79,8 @@ class Labels:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"labels file {path} could not be read: {exc}") from None
+            raise InputError(f"labels file {path} could not be read ({exc}); give a UTF-8 text "
+                             "file with one class name per line") from None
         return cls([line for line in text.splitlines() if line.strip()])
 
     @classmethod

@@ -167,7 +167,7 @@ def parse_floats(text: str, name: str) -> tuple[float, ...]:
         raise InputError(f"{name} {text!r} is not comma-separated numbers "
                          "(for example 0.485,0.456,0.406)") from None
     if name == "std" and any(v == 0 for v in values):
-        raise InputError(f"std {text!r} contains 0")
+        raise InputError(f"std {text!r} contains 0; give non-zero values")
     return values
 
 
@@ -259,8 +259,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
     more than ``max_pixels`` pixels (checked from its header, before decoding)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"image {path} does not exist" if not path.exists()
-                         else f"image path {path} is not a file")
+        raise InputError((f"image {path} does not exist" if not path.exists()
+                          else f"image path {path} is not a file") + "; give the path of an image file")
     try:
         with warnings.catch_warnings():
             # exbp's own cap below replaces Pillow's decompression-bomb warning
@@ -277,9 +277,10 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
         raise InputError(f"{path} is not an image Pillow can read (JPEG, PNG, BMP, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"image {path} is above the cap of {max_pixels} pixels, beyond what Pillow "
-                         f"will decode ({_first_line(exc)})") from None
+                         f"will decode ({_first_line(exc)}); resize it") from None
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise InputError(f"image {path} could not be read: {_first_line(exc)}") from None
+        raise InputError(f"image {path} could not be read ({_first_line(exc)}); give a complete "
+                         "image file (JPEG, PNG, BMP, TIFF, ...)") from None
 
 
 def _first_line(exc: Exception) -> str:

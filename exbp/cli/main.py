@@ -24,7 +24,28 @@ METHOD_CHOICES = {"mwp": ("mwp",), "cmwp": ("cmwp",), "both": ("mwp", "cmwp")}
 DEMO_TARGETS = {"chelsea.png": ("top1", "tabby cat"), "coffee.png": ("top1", "cup")}
 
 
-@click.group()
+class OneLineErrors(click.Group):
+    """Every error as one line on stderr: click prints a usage error after the usage block and a
+    hint line, and lets Ctrl-C outside a run end in its own message; here they read like the
+    others (`Error: ...`)."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("Error: interrupted", err=True)
+            sys.exit(INTERRUPTED)
+
+
+@click.group(cls=OneLineErrors)
 @click.version_option(exbp.__version__, prog_name="exbp")
 def cli():
     """Excitation Backprop attention maps (MWP, c-MWP) for ONNX CNNs."""
@@ -165,8 +186,8 @@ def _expand(images, recursive: bool) -> list[Path]:
                        "(--recursive searches them)", err=True)
     if not files:
         shown = ", ".join(sorted(e for e in extensions if e in (".jpg", ".jpeg", ".png", ".bmp", ".tif")))
-        raise click.ClickException(f"no images found in {', '.join(str(p) for p in images)} "
-                                   f"(looked for {shown}, ... files)")
+        raise click.ClickException(f"no images found in {', '.join(str(p) for p in images)}; give "
+                                   f"image files ({shown}, ...) or folders that hold them")
     return files
 
 
@@ -218,7 +239,8 @@ class Run:
             click.echo(f"{_plural(len(folder.failures), 'image')} failed; see the messages above",
                        err=True)
             if not done:
-                raise click.ClickException("no image could be explained")
+                raise click.ClickException("no image could be explained (see the messages above); "
+                                           "give readable images")
             return PARTIAL_FAILURE
         return 0
 
@@ -347,6 +369,6 @@ def report(run_dir):
     try:
         path = exbp.write_report(run_dir)
     except (OSError, ValueError, KeyError) as exc:
-        raise click.ClickException(f"{run_dir} holds no readable exbp run (summary.json): "
-                                   f"{exc}") from None
+        raise click.ClickException(f"{run_dir} holds no readable exbp run ({exc}); give a folder "
+                                   "that `exbp explain --out` wrote") from None
     click.echo(f"wrote {path}")

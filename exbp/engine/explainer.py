@@ -45,7 +45,7 @@ class Explainer:
                                     graph.input_name in self.session.catalogue.channel_last)
         if self.labels is not None and self.classes and len(self.labels) != self.classes:
             raise ModelError(f"the labels name {len(self.labels)} classes but the model has "
-                             f"{self.classes}")
+                             f"{self.classes}; give {self.classes} names, one per class")
 
     # ---- what the model offers ----------------------------------------------------------------
 

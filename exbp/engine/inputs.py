@@ -53,9 +53,9 @@ class InputSpec:
         if expected and (x.ndim != len(expected) or any(
                 d is not None and i > 0 and d != s for i, (d, s) in enumerate(zip(expected, x.shape)))):
             raise InputError(f"the input has shape {tuple(x.shape)}; the model's input "
-                             f"{self.name!r} takes {self.described()}")
+                             f"{self.name!r} takes {self.described()}: give an array of that shape")
         if x.shape[0] == 0:
-            raise InputError("the input holds no images (batch size 0)")
+            raise InputError("the input holds no images (batch size 0); give at least one")
         if not bool(xp.all(xp.isfinite(x))):
-            raise InputError("the input contains NaN or infinite values")
+            raise InputError("the input contains NaN or infinite values; give finite numbers")
         return x.astype(xp.float32, copy=False)

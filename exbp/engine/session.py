@@ -95,7 +95,7 @@ class ModelSession:
             if name not in self._node_outputs:
                 close = difflib.get_close_matches(name, self.catalogue.names(), n=3)
                 hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close
-                        else "; list the layers with Explainer.layers()")
+                        else "; choose a layer from Explainer.layers()")
                 raise LayerError(f"unknown layer {name!r}{hint}")
             name = self._node_outputs[name]
         name = self.canonical.resolve(name)
@@ -105,8 +105,8 @@ class ModelSession:
                              "image; choose its input or a layer from Explainer.layers()")
         if needs_map and name not in self.catalogue.names():
             raise LayerError(f"layer {layer!r} cannot carry a map: it is not a tensor with "
-                             "spatial axes on the path from the input to the logits; list the "
-                             "layers with Explainer.layers()")
+                             "spatial axes on the path from the input to the logits; choose a "
+                             "layer from Explainer.layers()")
         return name
 
     # ---- walks --------------------------------------------------------------------------------

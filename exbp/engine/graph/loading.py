@@ -43,7 +43,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
 
 def _read_file(path: Path) -> onnx.ModelProto:
     if not path.exists():
-        raise ModelError(f"model file {path} does not exist")
+        raise ModelError(f"model file {path} does not exist; give the path of an .onnx file")
     if not path.is_file():
         raise ModelError(f"model path {path} is not a file; pass an .onnx file")
     try:
@@ -73,7 +73,7 @@ def _load_contained_external_data(model: onnx.ModelProto, path: Path) -> None:
                 f"the model's folder {base}; external data must lie in that folder")
         if not target.is_file():
             raise ModelError(f"{path}: external data file {location!r} of tensor "
-                             f"{tensor.name!r} is missing from {base}")
+                             f"{tensor.name!r} is missing from {base}; keep the data files beside the model")
     try:
         external_data_helper.load_external_data_for_model(model, str(base))
     except Exception as exc:

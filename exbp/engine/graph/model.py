@@ -85,7 +85,8 @@ class Graph:
             raise ModelError(f"exbp explains models with exactly one image input; this model's "
                              f"inputs are: {names}")
         if not graph.output:
-            raise ModelError("the model has no graph output to explain")
+            raise ModelError("the model has no graph output; exbp explains models whose first "
+                             "output is the logits")
 
         inference_model = _folded_model(model, nodes, constants, inputs[0])
         shapes, float_tensors = inferred_shapes(inference_model)

@@ -44,9 +44,12 @@ def methods_named(methods: Union[MethodLike, Sequence[MethodLike]]) -> tuple[Met
     if isinstance(methods, (str, Method)):
         methods = (methods,)
     chosen = []
+    if not isinstance(methods, (list, tuple)):
+        raise MethodError(f"method must be a name ({', '.join(METHODS)}) or an exbp.Method; got "
+                          f"{methods!r}")
     for method in methods:
         if not isinstance(method, Method):
-            if method not in METHODS:
+            if not isinstance(method, str) or method not in METHODS:
                 raise MethodError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
             method = METHODS[method]
         if method not in chosen:

@@ -65,7 +65,8 @@ def _resolved(specs, scores: np.ndarray, per_image_rows: bool = True) -> np.ndar
     images, classes = scores.shape
     if isinstance(specs, np.ndarray):
         if per_image_rows and specs.shape[0] != images:
-            raise TargetError(f"per-image targets have {specs.shape[0]} rows for {images} images")
+            raise TargetError(f"per-image targets have {specs.shape[0]} rows for {images} images; "
+                              "give one row per image")
         return _checked(specs, classes)
     columns = [_top_k(t, scores) if isinstance(t, str) else _checked(np.full((images, 1), t), classes)
                for t in specs]
