@@ -86,3 +86,14 @@ def test_colour_maps():
     np.testing.assert_array_equal(signed[0], [diverging[0], diverging[128], diverging[255]])
     assert signed[0, 0, 2] > signed[0, 0, 0] and signed[0, 2, 0] > signed[0, 2, 2]
     assert colorize(np.zeros((2, 2))).sum() == 4 * inferno[0].sum()
+
+
+def test_a_map_with_one_spike_stays_visible():
+    """Scaled to its maximum, a map at the pixels would be black but for its spike: the colour
+    scale's top is the 99.5th percentile of the positive values."""
+    values = np.random.default_rng(0).uniform(0.5, 1.0, (40, 40))
+    values[3, 4] = 1000.0
+    colored = colorize(values)
+    inferno = lookup_table("inferno")
+    assert (colored.reshape(-1, 3) != inferno[0]).all(axis=1).mean() > 0.99
+    np.testing.assert_array_equal(colored[3, 4], inferno[255])

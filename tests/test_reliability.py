@@ -392,3 +392,53 @@ def test_the_report_page_renders_its_images_in_chromium(small, tmp_path):
          "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
         capture_output=True, text=True, timeout=120).stdout
     assert 'data-images="4/4"' in dom
+
+
+# ---- what was fine and must stay fine -------------------------------------------------------------
+
+def test_threads_sharing_one_explainer_give_the_serial_maps():
+    from concurrent.futures import ThreadPoolExecutor
+
+    b, model = vgg_like(size=16)
+    explainer = exbp.Explainer(model)
+    inputs = [b.input(seed=s) for s in range(16)]
+    serial = [explainer.explain(x, targets=[1, 4]).maps for x in inputs]
+    fresh = exbp.Explainer(model)          # its plans and sessions are built under contention
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda x: fresh.explain(x, targets=[1, 4]).maps, inputs))
+    for got, want in zip(threaded, serial):
+        np.testing.assert_array_equal(got, want)
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def test_memory_stays_flat_over_300_calls():
+    b, model = vgg_like(size=16)
+    explainer = exbp.Explainer(model)
+    x = b.input(batch=2)
+    for _ in range(50):                    # warm-up: sessions, arenas, caches
+        explainer.explain_methods(x, targets="top3")
+    before = _resident_mb()
+    for _ in range(300):
+        explainer.explain_methods(x, targets="top3")
+    assert _resident_mb() - before < 16
+
+
+def test_a_hundred_images_with_five_bad_ones_write_the_other_95(small, tmp_path):
+    model, _ = small
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(100):
+        if i % 20 == 7:
+            (folder / f"{i:03d}.png").write_bytes(b"broken")
+        else:
+            save_image(folder / f"{i:03d}.png", color=(i, 2 * i % 256, 90))
+    out = tmp_path / "out"
+    result = run("explain", model, folder, "--method", "mwp", "--format", "npy", "--format", "json",
+                 "--out", out, "--batch-size", 8)
+    assert result.exit_code == 3, result.output
+    assert len(summary(out)["images"]) == 95 and len(summary(out)["failures"]) == 5
+    assert len(list(out.glob("*.npy"))) == 95
