@@ -192,3 +192,40 @@ def mobilenet_like(seed=0, size=16, classes=10):
             x = b.clip(x)
     x = b.clip(b.batchnorm(b.conv(x, 24, kernel=1, pad=0, bias=False)))
     return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))
+
+
+def _inverted_residual(b, x, expand, activation, squeeze_excite=False):
+    """MobileNetV2 / EfficientNet block: expand 1×1, depthwise 3×3, (SE gate), linear 1×1
+    projection without an activation, and the residual Add — whose sum is often negative."""
+    channels = b.shape(x)[1]
+    wide = channels * expand
+    h = activation(b.batchnorm(b.conv(x, wide, kernel=1, pad=0, bias=False)))
+    h = activation(b.batchnorm(b.conv(h, wide, group=wide, bias=False)))
+    if squeeze_excite:
+        gate = b.node("Sigmoid", [b.conv(activation(b.conv(b.gap(h), 2, kernel=1, pad=0)), wide, kernel=1, pad=0)])
+        h = b.node("Mul", [h, gate])
+    h = b.batchnorm(b.conv(h, channels, kernel=1, pad=0, bias=False))
+    return b.add(h, x)
+
+
+def mobilenet_v2_like(seed=0, size=16, classes=10, blocks=3):
+    b = ModelBuilder((1, 3, size, size), seed=seed)
+    x = b.batchnorm(b.conv(b.clip(b.batchnorm(b.conv(b.input_name, 8, stride=2, bias=False))), 6,
+                           kernel=1, pad=0, bias=False))            # a linear bottleneck
+    for _ in range(blocks):
+        x = _inverted_residual(b, x, 3, b.clip)
+    x = b.clip(b.batchnorm(b.conv(x, 16, kernel=1, pad=0, bias=False)))
+    return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))
+
+
+def efficientnet_like(seed=0, size=16, classes=10, blocks=3):
+    b = ModelBuilder((1, 3, size, size), seed=seed)
+
+    def silu(x):
+        return b.node("Mul", [x, b.node("Sigmoid", [x])])
+    x = b.batchnorm(b.conv(silu(b.batchnorm(b.conv(b.input_name, 8, stride=2, bias=False))), 6,
+                           kernel=1, pad=0, bias=False))
+    for _ in range(blocks):
+        x = _inverted_residual(b, x, 3, silu, squeeze_excite=True)
+    x = silu(b.batchnorm(b.conv(x, 16, kernel=1, pad=0, bias=False)))   # SiLU outputs are signed
+    return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))

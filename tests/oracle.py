@@ -57,14 +57,17 @@ def _onnxruntime_intermediates(model, feeds):
     return values
 
 
-def excite_dense(matrix, x, signal):
+def excite_dense(matrix, x, signal, pooling=False):
     """docs/method.md §1 with an explicit matrix; signal (rows, outputs) -> ((rows, inputs), the mass
     per row that reaches outputs whose contributions are all ≤ 0 and is lost)."""
     z = matrix * x.reshape(-1)[None, :]
-    positive = np.maximum(z, 0)
-    total = positive.sum(axis=1)
+    shares = np.maximum(z, 0)
+    if pooling:    # no weights, only sums (docs/method.md §3.1): a negative sum goes to its negative parts
+        negative_sum = z.sum(axis=1) < 0
+        shares[negative_sum] = np.maximum(-z[negative_sum], 0)
+    total = shares.sum(axis=1)
     scaled = np.where(total > 0, signal / np.where(total > 0, total, 1), 0)
-    return scaled @ positive, signal[:, total == 0].sum(axis=1)
+    return scaled @ shares, signal[:, total == 0].sum(axis=1)
 
 
 # ---- explicit matrices, from the ONNX definitions --------------------------------------------
@@ -283,12 +286,16 @@ class Oracle:
         return self._linear(node, values, signal, acts, scales, contrast)
 
     def _add(self, node, values, signal, acts):
+        """docs/method.md §3.3: each output's signal goes to the contributions of the output's own
+        sign (the positive ones where the sum is ≥ 0), in proportion; lost where they sum to 0."""
         out_shape = signal.shape[1:]
-        positive = [np.broadcast_to(np.maximum(values[node.input[i]], 0), out_shape) for i in acts]
-        total = sum(positive)
+        inputs = [np.broadcast_to(values[node.input[i]], out_shape) for i in acts]
+        negative_output = sum(inputs) < 0
+        same_sign = [np.abs(np.where(negative_output, np.minimum(x, 0), np.maximum(x, 0))) for x in inputs]
+        total = sum(same_sign)
         self.lost[node.name] = np.where(total == 0, signal, 0).reshape(signal.shape[0], -1).sum(axis=1)
         result = []
-        for i, share in zip(acts, positive):
+        for i, share in zip(acts, same_sign):
             part = np.where(total > 0, signal * share / np.where(total > 0, total, 1), 0)
             result.append((node.input[i], _sum_to_shape(part, values[node.input[i]].shape)))
         return result
@@ -361,7 +368,8 @@ class Oracle:
         if node.name in scales:
             matrix = scales[node.name][:, None] * matrix
         flat = signal.reshape(signal.shape[0], -1)
-        own, self.lost[node.name] = excite_dense(matrix, x, flat)
+        pooling = op in ("AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
+        own, self.lost[node.name] = excite_dense(matrix, x, flat, pooling)
         if contrast is not None and node.name == self.classifier:
             dual, _ = excite_dense(-matrix, x, flat)
             own = np.concatenate([own - c * dual for c in contrast], axis=0)

@@ -123,12 +123,14 @@ class Explainer:
         return {m.name: concatenated([p[m.name] for p in parts]) for m in methods}
 
     def propagate(self, x, top, layer: Optional[str] = None,
-                  methods: Sequence[MethodLike] = ("mwp",)) -> np.ndarray:
+                  methods: Sequence[MethodLike] = ("mwp",), lost: Optional[dict] = None) -> np.ndarray:
         """The whole signal at ``layer`` for an arbitrary signal ``top`` at the logits.
 
         ``top``: (K, N, *logits shape), e.g. one-hots or a class's spatial mask. Returns
         (len(methods)·K, N, *layer shape): a block of K rows per method, before the channel sum and
-        the c-MWP clamp. For research and for tests; :meth:`explain` is the everyday call."""
+        the c-MWP clamp. ``lost``: a dict that receives, per node name, the mass per row that its
+        rule did not pass on (where Z = 0, docs/method.md §1). For research and for tests;
+        :meth:`explain` is the everyday call."""
         methods = methods_named(methods)
         session = self.session
         x = self.input_spec.checked(x, session.backend)
@@ -139,7 +141,10 @@ class Explainer:
             if tuple(top.shape[1:]) != logits.shape:
                 raise InputError(f"top has shape {tuple(top.shape)}; it must be (K,) + the "
                                  f"logits' shape {logits.shape}")
-            return session.backend.to_host(walk(plan, tensors, top, methods))
+            signal = walk(plan, tensors, top, methods, lost)
+            if lost is not None:
+                lost.update({name: session.backend.to_host(mass) for name, mass in lost.items()})
+            return session.backend.to_host(signal)
 
     def _explain_batch(self, x, targets, plan, methods, size) -> dict[str, Explanation]:
         session = self.session

@@ -67,11 +67,27 @@ def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None):
             z = z + op.forward(x_neg, NEGATIVE)
     else:
         z = normaliser
+    if has_negative_inputs and not op.has_negative_weights:
+        return _excite_signed_pooling(tensors, x, x_pos, z, signal, op)
     scaled = signal * tensors.kernels.safe_reciprocal(z)
     result = _times(op.transpose(scaled, POSITIVE), x_pos)
     if with_negative:
         result += _times(op.transpose(scaled, NEGATIVE), x_neg)
     return result
+
+
+def _excite_signed_pooling(tensors, x, x_pos, z_pos, signal, op: LinearOp):
+    """Positive weights over a signed input (pooling after HardSwish, say): an output whose sum is
+    negative shares its signal by the negative contributions, ``P·x_j⁻ / Σ x_k⁻`` (docs/method.md
+    §3.1), where the z⁺ rule would have none to give it to and lose it."""
+    xp, reciprocal = tensors.xp, tensors.kernels.safe_reciprocal
+    magnitude_neg = xp.maximum(-x, 0)                    # |x⁻|
+    z_neg = op.forward(magnitude_neg, POSITIVE)          # |Σ x⁻| per output
+    negative_output = z_neg > z_pos
+    positive_share = xp.where(negative_output, 0, signal * reciprocal(z_pos))
+    negative_share = xp.where(negative_output, signal * reciprocal(z_neg), 0)
+    return (_times(op.transpose(positive_share, POSITIVE), x_pos)
+            + _times(op.transpose(negative_share, POSITIVE), magnitude_neg))
 
 
 def _times(transposed, x):

@@ -34,11 +34,19 @@ def add_rule(node, tensors, signals, receivers):
     activations = [i for i, name in enumerate(node.inputs) if name and not tensors.is_constant(name)]
     if len(activations) == 1:
         return pass_to_receivers(node, tensors, signals, receivers)
-    xp = tensors.xp
-    positive = {i: xp.maximum(tensors.value(node.inputs[i]), 0) for i in activations}
-    total = sum(positive.values())
-    scaled = signals[0] * tensors.kernels.safe_reciprocal(total)
-    return [unbroadcast(scaled * positive[i], tensors.shape(node.inputs[i])) for i in receivers]
+    xp, reciprocal = tensors.xp, tensors.kernels.safe_reciprocal
+    values = {i: tensors.value(node.inputs[i]) for i in activations}
+    positive = {i: xp.maximum(values[i], 0) for i in activations}
+    scaled = signals[0] * reciprocal(sum(positive.values()))
+    if not any(tensors.may_be_negative(node.inputs[i]) for i in activations):
+        shares = {i: scaled * positive[i] for i in receivers}
+    else:   # where the sum is negative, its signal goes to the negative contributions (§3.3)
+        negative = {i: xp.minimum(values[i], 0) for i in activations}
+        scaled_negative = signals[0] * reciprocal(-sum(negative.values()))
+        output_negative = sum(values.values()) < 0
+        shares = {i: xp.where(output_negative, scaled_negative * -negative[i], scaled * positive[i])
+                  for i in receivers}
+    return [unbroadcast(shares[i], tensors.shape(node.inputs[i])) for i in receivers]
 
 
 def _non_gate_input(node, graph):

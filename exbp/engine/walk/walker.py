@@ -11,16 +11,19 @@ difference travels down once, which equals subtracting the two maps at the layer
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .methods import Method
 from .planning import WalkPlan, require_classifier
 from .tensors import TensorStore
 
 
-def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method]):
+def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method],
+         lost: Optional[dict] = None):
     """The signal at ``plan.layer``, shape (len(methods) · targets, *layer shape): a block of
-    rows per method. ``top`` is the signal at the logits, (targets, *logits shape)."""
+    rows per method. ``top`` is the signal at the logits, (targets, *logits shape). ``lost``,
+    when given, receives for every node the mass per row that its rule did not pass on (its
+    outputs' signal less its inputs'; at the classifier, only for the methods' own signal)."""
     for method in methods:
         require_classifier(plan, method)
     with_dual = any(method.contrastive for method in methods)
@@ -33,6 +36,8 @@ def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method]):
         if all(signal is None for signal in outgoing):
             continue
         incoming = step.rule.backward(step.node, tensors, outgoing, step.receivers)
+        if lost is not None:
+            lost[step.node.name] = _mass(xp, outgoing) - _mass(xp, incoming)
         if index == plan.classifier and (with_dual or len(methods) > 1):  # branch into methods
             duals = (plan.dual.rule.backward(plan.dual.node, tensors, outgoing, step.receivers)
                      if with_dual else [None] * len(incoming))
@@ -42,3 +47,9 @@ def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method]):
             name = step.node.inputs[input_index]
             signals[name] = signal if name not in signals else signals[name] + signal
     return signals[plan.layer]
+
+
+def _mass(xp, signals):
+    """Σ of each row over every signal given (None: no signal), (rows,)."""
+    present = [s.reshape(s.shape[0], -1).sum(axis=1) for s in signals if s is not None]
+    return sum(present[1:], present[0])
