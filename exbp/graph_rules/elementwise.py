@@ -26,10 +26,15 @@ def _clip_sign(node, graph, non_negative) -> bool:
     return low is not None and low >= 0
 
 
-@rule("Relu", "Sigmoid", "Softplus", "HardSigmoid", sign=always_non_negative)
+def _clip_rectifies(node, graph) -> bool:
+    return _clip_sign(node, graph, frozenset())
+
+
+@rule("Relu", rectifier=lambda node, graph: True, sign=always_non_negative)
+@rule("Sigmoid", "Softplus", "HardSigmoid", sign=always_non_negative)
 @rule("Identity", "Dropout", "Cast", role=Role.SAME_VALUES, sign=keeps_sign_of(0))
 @rule("LRN", "Softsign", sign=keeps_sign_of(0))
-@rule("Clip", sign=_clip_sign)
+@rule("Clip", sign=_clip_sign, rectifier=_clip_rectifies)
 @rule("LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Mish", "ThresholdedRelu", "HardSwish",
       "Tanh", "BatchNormalization")
 def pass_through_rule(node, tensors, signals, receivers):

@@ -51,9 +51,10 @@ class LinearOp:
     has_negative_weights: bool = True
 
 
-def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None):
+def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None, output=None):
     """The rule above for the activation ``x_name``; ``normaliser`` is Z when the recording
-    computed it already (it is used up: each recorded Z serves one rule call)."""
+    computed it already (it is used up: each recorded Z serves one rule call). ``output``: the
+    op's output, for ops without weights, whose negative sums are shared by sign."""
     xp = tensors.xp
     x = tensors.value(x_name)
     has_negative_inputs = tensors.may_be_negative(x_name) and bool(x.min() < 0)
@@ -67,7 +68,8 @@ def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None):
             z = z + op.forward(x_neg, NEGATIVE)
     else:
         z = normaliser
-    if has_negative_inputs and not op.has_negative_weights:
+    if (has_negative_inputs and not op.has_negative_weights and output is not None
+            and tensors.negatives_carry_signal(output)):
         return _excite_signed_pooling(tensors, x, x_pos, z, signal, op)
     scaled = signal * tensors.kernels.safe_reciprocal(z)
     result = _times(op.transpose(scaled, POSITIVE), x_pos)
@@ -281,7 +283,7 @@ def average_pool_rule(node, tensors, signals, receivers):
                                                                in_spatial=in_spatial,
                                                                **geometry.as_kwargs()),
         has_negative_weights=False)
-    return [excite(tensors, node.inputs[0], signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op, output=node.outputs[0])]
 
 
 def _sum_op(xp, axes: tuple[int, ...], keepdims: bool, kept_shape: tuple[int, ...]) -> LinearOp:
@@ -296,7 +298,7 @@ def global_average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     axes = tuple(range(2, x.ndim))
     op = _sum_op(tensors.xp, axes, True, x.shape[:2] + (1,) * len(axes))
-    return [excite(tensors, node.inputs[0], signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op, output=node.outputs[0])]
 
 
 def _axes_attribute(node: Node, graph: Graph) -> dict:
@@ -343,4 +345,4 @@ def reduce_rule(node, tensors, signals, receivers):
         return [signals[0]]
     kept_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
     op = _sum_op(tensors.xp, axes, bool(node.attrs.get("keepdims", 1)), kept_shape)
-    return [excite(tensors, node.inputs[0], signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op, output=node.outputs[0])]

@@ -38,7 +38,8 @@ def add_rule(node, tensors, signals, receivers):
     values = {i: tensors.value(node.inputs[i]) for i in activations}
     positive = {i: xp.maximum(values[i], 0) for i in activations}
     scaled = signals[0] * reciprocal(sum(positive.values()))
-    if not any(tensors.may_be_negative(node.inputs[i]) for i in activations):
+    if (not any(tensors.may_be_negative(node.inputs[i]) for i in activations)
+            or not tensors.negatives_carry_signal(node.outputs[0])):
         shares = {i: scaled * positive[i] for i in receivers}
     else:   # where the sum is negative, its signal goes to the negative contributions (§3.3)
         negative = {i: xp.minimum(values[i], 0) for i in activations}

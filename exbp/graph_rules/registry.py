@@ -21,6 +21,9 @@ An entry (:class:`Rule`) holds:
   input_non_negative)`` returns the ONNX nodes computing it, the arrays they read, or None.
 * ``sign(node, graph, non_negative)`` — whether the output is ≥ 0 for every input, given the set of
   tensors already known to be (the static sign analysis, docs/method.md §1.2).
+* ``rectifier(node, graph)`` — whether the output is 0 wherever the input is negative (ReLU): the
+  negative values of a tensor that feeds only rectifiers carry no signal, and rules that share
+  negative values by sign (§3.1, §3.3) skip that work for it.
 * ``refusal(node, graph)`` — why a configuration cannot be walked, or None.
 * ``weight_input(node, graph)`` — for ops with weights, which input holds them (the classifier's
   dual negates it, §4).
@@ -153,6 +156,7 @@ class Rule:
     needs: Callable[[Node, Graph], Sequence[Need]] = nothing
     derived: Mapping[Recorded, Callable] = field(default_factory=dict)
     sign: SignRule = never_non_negative
+    rectifier: Callable[[Node, Graph], bool] = lambda node, graph: False
     refusal: Callable[[Node, Graph], Optional[str]] = never_refused
     weight_input: Optional[Callable[[Node, Graph], int]] = None
     parameters: Optional[Callable[[Node, Graph], Optional[dict]]] = None

@@ -19,3 +19,15 @@ def non_negative_tensors(graph: Graph) -> frozenset[str]:
         if entry is not None and entry.sign(node, graph, found):
             found.update(name for name in node.outputs if name)
     return frozenset(found)
+
+
+def rectified_tensors(graph: Graph) -> frozenset[str]:
+    """Tensors every consumer of which is a rectifier (a ReLU): their negative values become 0
+    there, so no signal reaches them (docs/method.md §3.3)."""
+    found = set()
+    for name, consumers in graph.consumers.items():
+        entries = [(node, entry_for(node)) for node in consumers]
+        if name != graph.output_name and all(entry is not None and entry.rectifier(node, graph)
+                                             for node, entry in entries):
+            found.add(name)
+    return frozenset(found)

@@ -15,14 +15,16 @@ from ..record.recorded import recorded_name
 class TensorStore:
     def __init__(self, constants: ConstantStore, values: Mapping[str, object],
                  shapes: Mapping[str, tuple], derived_for: Mapping[str, object] = {},
-                 non_negative: AbstractSet[str] = frozenset()):
+                 non_negative: AbstractSet[str] = frozenset(), rectified: AbstractSet[str] = frozenset()):
         """``derived_for``: the node each recorded derived quantity belongs to;
-        ``non_negative``: tensors that are ≥ 0 for every input."""
+        ``non_negative``: tensors that are ≥ 0 for every input; ``rectified``: tensors that feed
+        only rectifiers."""
         self._constants = constants
         self._values = values
         self._shapes = shapes
         self._derived_for = derived_for
         self._non_negative = non_negative
+        self._rectified = rectified
         self.kernels = constants.backend
         self.xp = constants.backend.xp
 
@@ -37,6 +39,10 @@ class TensorStore:
     def may_be_negative(self, name: str) -> bool:
         """False when ``name`` is ≥ 0 for every input (its sign needs no scan)."""
         return name not in self._non_negative
+
+    def negatives_carry_signal(self, name: str) -> bool:
+        """False when ``name`` feeds only rectifiers: its negative values receive no signal."""
+        return name not in self._rectified
 
     def constant(self, name: str) -> np.ndarray:
         """A constant on the host, for small parameters (axes, pads, indices)."""
