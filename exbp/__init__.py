@@ -13,6 +13,7 @@ from .errors import (ExbpError, InputError, LayerError, MethodError, ModelError,
 from .exporters import (COLORMAPS, DEFAULT_FORMATS, FORMATS, OverlayStyle, colorize, map_record,
                         overlay, read_summary, write_contact_sheet, write_map_files, write_report,
                         write_summary)
+from .evaluation import Annotation, PointingScores, pointing, read_class_mapping, read_coco, read_voc
 from .image_maps import ImageMap, explain_image, explain_images
 from .preprocessing import (MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, PRESETS, Preprocessing, load_image,
                             resolve_preprocessing)
@@ -28,5 +29,6 @@ __all__ = ["Explainer", "Explanation", "LayerInfo", "InputSpec", "CheckReport", 
            "load_image", "Preprocessing", "PRESETS", "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS",
            "resolve_preprocessing", "FORMATS", "DEFAULT_FORMATS", "COLORMAPS", "OverlayStyle",
            "colorize", "overlay", "map_record", "read_summary", "write_map_files",
-           "write_contact_sheet", "write_report", "write_summary", "RunFolder", "OutputError", "ExbpError", "InputError", "LayerError",
+           "write_contact_sheet", "write_report", "write_summary", "RunFolder", "OutputError", "Annotation", "PointingScores", "pointing", "read_voc", "read_coco",
+           "read_class_mapping", "ExbpError", "InputError", "LayerError",
            "MethodError", "ModelError", "TargetError", "UnsupportedOpError", "__version__"]

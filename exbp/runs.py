@@ -40,7 +40,7 @@ class RunFolder:
         self.failures: list[dict] = []
         self.images: list[dict] = []
         self._saved_at = 0.0
-        _create(self.out)
+        create_writable_folder(self.out)
         previous = self.out / SUMMARY
         if previous.exists():
             self._take_over(previous, resume, overwrite)
@@ -101,7 +101,7 @@ class RunFolder:
         return path if self.summary else None
 
 
-def _create(out: Path) -> None:
+def create_writable_folder(out: Path) -> None:
     """The folder, created and known to be writable; OutputError (one line) otherwise."""
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -372,3 +372,61 @@ def report(run_dir):
         raise click.ClickException(f"{run_dir} holds no readable exbp run ({exc}); give a folder "
                                    "that `exbp explain --out` wrote") from None
     click.echo(f"wrote {path}")
+
+
+@cli.command("pointing-game")
+@model_argument
+@click.option("--voc", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A Pascal VOC root (Annotations, JPEGImages, ImageSets/Main).")
+@click.option("--image-set", default="test", show_default=True, help="The VOC list to score.")
+@click.option("--coco", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A COCO instances JSON (with --images).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The COCO images folder.")
+@click.option("--classes", "mapping_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Lines 'dataset class: model class' (default: the names are the model's classes).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["mwp", "cmwp"]),
+              help="Repeat for several; default both.")
+@click.option("--layer", metavar="NAME", help="Tensor or node to map; default: see `exbp layers`.")
+@click.option("--preset", type=click.Choice(sorted(exbp.PRESETS)), help="Preprocessing preset.")
+@labels_option
+@click.option("--limit", type=click.IntRange(1), help="Score only the first N images.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pointing-out"),
+              show_default=True, help="Folder for pointing.md, .csv and .json.")
+@click.option("--resume", is_flag=True, help="Go on with the scores in --out.")
+def pointing_game(model, voc, image_set, coco, images, mapping_file, methods, layer, preset,
+                  labels_file, limit, out, resume):
+    """Score MODEL's maps with the pointing game (docs/method.md §6) against the centre baseline."""
+    if (voc is None) == (coco is None) or (coco is not None and images is None):
+        raise click.UsageError("give a dataset: --voc ROOT, or --coco INSTANCES with --images DIR")
+    explainer = _load(model, labels=labels_file)
+    methods = methods or ("mwp", "cmwp")
+    try:
+        annotations = exbp.read_voc(voc, image_set) if voc else exbp.read_coco(coco, images)
+        annotations = annotations[:limit] if limit else annotations
+        mapping = exbp.read_class_mapping(mapping_file) if mapping_file else {}
+        targets = exbp.pointing.model_targets(annotations, mapping, explainer)
+        settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata, preset)
+        for method in methods:
+            reason = explainer.refusal(layer, method)
+            if reason:
+                raise exbp.ExbpError(reason)
+        scores = exbp.PointingScores(out, resume)
+    except exbp.ExbpError as exc:
+        _fail(exc, model)
+    with click.progressbar(length=len(annotations), label="pointing", file=sys.stderr,
+                           hidden=len(annotations) < 2) as bar:
+        def on_image(image, records):
+            scores.add(image, records)
+            bar.update(1)
+        records, failures = exbp.pointing.play(explainer, annotations, settings, methods, layer,
+                                               targets, scores.done, on_image)
+    for image, error in failures.items():
+        click.echo(f"skipped {image}: {error}", err=True)
+    rows = exbp.pointing.table(records)
+    scores.finish(rows, failures)
+    click.echo(exbp.pointing.markdown(rows), nl=False)
+    click.echo(f"wrote {out / 'pointing.md'}, .csv, .json ({_plural(len(annotations), 'image')}, "
+               f"{len(failures)} failed)", err=True)
+    if failures:
+        sys.exit(PARTIAL_FAILURE)
