@@ -6,7 +6,7 @@ from .engine.graph.layers import LayerInfo
 from .engine.graph.loading import MAX_OPSET, MIN_OPSET
 from .engine.inputs import InputSpec
 from .engine.report import CheckReport, shape_text
-from .engine.walk.maps import Explanation, max_point
+from .engine.walk.maps import Explanation, max_point, resize_map
 from .engine.walk.methods import CMWP, METHODS, MWP, Method
 from .errors import (ExbpError, InputError, LayerError, MethodError, ModelError, OutputError,
                      TargetError, UnsupportedOpError)
@@ -24,7 +24,7 @@ from .labels import Labels
 __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "LayerInfo", "InputSpec", "CheckReport", "Labels",
-           "Method", "METHODS", "MWP", "CMWP", "supported_ops", "cuda_unavailable", "max_point",
+           "Method", "METHODS", "MWP", "CMWP", "supported_ops", "cuda_unavailable", "max_point", "resize_map",
            "shape_text", "MIN_OPSET", "MAX_OPSET", "ImageMap", "explain_image", "explain_images",
            "load_image", "Preprocessing", "PRESETS", "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS",
            "resolve_preprocessing", "FORMATS", "DEFAULT_FORMATS", "COLORMAPS", "OverlayStyle",

@@ -37,6 +37,7 @@ class ImageMap:
     max_point: Optional[tuple[int, int]]   # (x, y) in original-image pixels; None for an empty map
     seconds: float                # time taken for this image, shared by its maps
     top_classes: tuple = ()       # the image's most probable classes: ((class, label, probability), ...)
+    model_input: Optional[np.ndarray] = None   # the preprocessed image as the model took it, (1, ...)
 
 
 def explain_image(explainer, path: str | Path, preprocessing: Preprocessing,
@@ -79,8 +80,8 @@ def explain_images(explainer, paths: Sequence[str | Path], preprocessing: Prepro
                                               methods=methods)
         seconds = (time.perf_counter() - started) / len(paths)
         for row, index in enumerate(group):
-            path, image, _ = inputs[index]
-            results[index] = _image_maps(explainer, explained, row, path, image, seconds)
+            path, image, x = inputs[index]
+            results[index] = _image_maps(explainer, explained, row, path, image, seconds, x)
 
     for group in by_shape.values():
         try:
@@ -97,7 +98,8 @@ def explain_images(explainer, paths: Sequence[str | Path], preprocessing: Prepro
     return results
 
 
-def _image_maps(explainer, results, row: int, path: Path, image: Image.Image, seconds: float):
+def _image_maps(explainer, results, row: int, path: Path, image: Image.Image, seconds: float,
+                model_input: np.ndarray):
     first = next(iter(results.values()))
     logits, probabilities = first.scores()[row], first.probabilities()[row]
     chosen = list(dict.fromkeys(int(t) for t in first.targets[row]))
@@ -118,5 +120,5 @@ def _image_maps(explainer, results, row: int, path: Path, image: Image.Image, se
                 layer=result.layer, logit=float(logits[target]),
                 probability=float(probabilities[target]), map=result.maps[row, column],
                 resized=resized[name].maps[0, column], max_point=points[name][column],
-                seconds=seconds, top_classes=top))
+                seconds=seconds, top_classes=top, model_input=model_input))
     return maps

@@ -143,3 +143,37 @@ def test_limit_resume_failures_and_mapping_errors(colour_model, tmp_path):
     message = run("pointing-game", colour_model, "--voc", root).stderr.strip()
     assert "'cat'" in message and message.count("\n") == 0
     assert run("pointing-game", colour_model).exit_code == 2
+
+
+def test_deletion_and_insertion_prefer_the_maps_to_the_centre(colour_model, tmp_path):
+    """Deleting the pixels the maps rank first (the coloured squares) drops the class's
+    probability sooner than deleting from the centre outwards; inserting them raises it sooner."""
+    (tmp_path / "classes.txt").write_text("cat: 0\ndog: 1\n")
+    out = tmp_path / "out"
+    result = run("pointing-game", colour_model, "--voc", voc_dataset(tmp_path / "voc"), "--classes",
+                 tmp_path / "classes.txt", "--layer", "input", "--curves", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {row["method"]: row for row in json.loads((out / "pointing.json").read_text())["table"]}
+    for method in ("mwp", "cmwp"):
+        assert rows[method]["deletion"] < rows["centre"]["deletion"] - 0.05
+        assert rows[method]["insertion"] > rows["centre"]["insertion"] + 0.05
+    assert "deletion AUC" in result.stdout
+
+
+def test_the_curves_by_hand():
+    """logits = (mean of the input, 0): deleting (zeroing) a third of a constant image at a time
+    takes the probability of class 0 from σ(1) down to ½; inserting it into its blur (the same
+    constant image) keeps it at σ(1)."""
+    from exbp.evaluation.curves import deletion_insertion
+
+    b = ModelBuilder((1, 1, 3, 3))
+    weights = np.array([[1.0], [0.0]], np.float32)
+    model = b.build(b.node("Gemm", [b.flatten(b.gap(b.input_name)), b.const(weights)], transB=1))
+    explainer = exbp.Explainer(model)
+    x = np.ones((1, 1, 3, 3), np.float32)
+    saliency = np.arange(9, dtype=np.float32).reshape(3, 3)
+    found = deletion_insertion(explainer, x, 0, saliency, steps=3)
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    np.testing.assert_allclose(found.deletion, sigmoid(np.array([1, 2 / 3, 1 / 3, 0])), rtol=1e-5)
+    np.testing.assert_allclose(found.insertion, sigmoid(np.ones(4)), rtol=1e-5)
+    assert found.deletion_auc == pytest.approx(np.mean([(a + b) / 2 for a, b in zip(found.deletion[:-1], found.deletion[1:])]))

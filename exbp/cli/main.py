@@ -394,8 +394,9 @@ def report(run_dir):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pointing-out"),
               show_default=True, help="Folder for pointing.md, .csv and .json.")
 @click.option("--resume", is_flag=True, help="Go on with the scores in --out.")
+@click.option("--curves", is_flag=True, help="Also score deletion and insertion (area under the curve).")
 def pointing_game(model, voc, image_set, coco, images, mapping_file, methods, layer, preset,
-                  labels_file, limit, out, resume):
+                  labels_file, limit, out, resume, curves):
     """Score MODEL's maps with the pointing game (docs/method.md §6) against the centre baseline."""
     if (voc is None) == (coco is None) or (coco is not None and images is None):
         raise click.UsageError("give a dataset: --voc ROOT, or --coco INSTANCES with --images DIR")
@@ -420,7 +421,7 @@ def pointing_game(model, voc, image_set, coco, images, mapping_file, methods, la
             scores.add(image, records)
             bar.update(1)
         records, failures = exbp.pointing.play(explainer, annotations, settings, methods, layer,
-                                               targets, scores.done, on_image)
+                                               targets, scores.done, on_image, curves)
     for image, error in failures.items():
         click.echo(f"skipped {image}: {error}", err=True)
     rows = exbp.pointing.table(records)

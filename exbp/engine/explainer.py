@@ -90,6 +90,15 @@ class Explainer:
         """What ``exbp check`` prints: opset, inputs and outputs, ops, refusals, verdicts."""
         return check_report(self.session)
 
+    def logits(self, x) -> np.ndarray:
+        """The model's logits for ``x`` (as :meth:`explain` takes it), without a walk."""
+        session = self.session
+        x = self.input_spec.checked(x, session.backend)
+        with session.backend.computing():
+            if self.input_spec.fixed_batch == 1 and x.shape[0] > 1:
+                return np.concatenate([session.logits_of(x[i:i + 1]) for i in range(x.shape[0])])
+            return session.logits_of(x)
+
     # ---- explaining ---------------------------------------------------------------------------
 
     def explain(self, x, targets="top1", layer: Optional[str] = None, method: MethodLike = "cmwp",

@@ -65,6 +65,7 @@ class ModelSession:
         self.rectified = rectified_tensors(self.graph)
         self._walks: dict[str, tuple[WalkPlan, Recorder, dict]] = {}
         self._shapes_by_input: dict[tuple, dict] = {}
+        self._forward: Optional[Recorder] = None
         self._lock = threading.Lock()
 
     # ---- layers -------------------------------------------------------------------------------
@@ -137,6 +138,16 @@ class ModelSession:
                             plan.values | {self.logits} | set(owners), plan.shapes,
                             shared=self.constants.host, extra_nodes=nodes, backend=self.backend)
         return plan, recorder, owners
+
+    def logits_of(self, x) -> np.ndarray:
+        """The logits alone, from a recording session that records nothing else."""
+        if self._forward is None:
+            with self._lock:
+                if self._forward is None:
+                    self._forward = Recorder(self.model, self.graph.input_name, {self.logits}, (),
+                                             shared=self.constants.host, backend=self.backend)
+        recorded, _ = self._forward.run(x, {self.logits}, ())
+        return self.backend.to_host(recorded[self.logits]).astype(np.float32, copy=False)
 
     def record(self, x, plan: WalkPlan) -> tuple[np.ndarray, TensorStore]:
         """(the logits on the host, what the rules read) for one forward pass."""

@@ -14,7 +14,9 @@ from typing import Iterable, Optional
 import numpy as np
 
 from ..errors import InputError, TargetError
+from ..engine.walk.maps import resize_map
 from ..image_maps import explain_image
+from .curves import deletion_insertion
 from .datasets import Annotation, Box
 
 TOLERANCE = 15.0
@@ -52,6 +54,18 @@ def centre(annotation: Annotation) -> tuple[float, float]:
     return (annotation.width - 1) / 2, (annotation.height - 1) / 2
 
 
+def _areas(explainer, by_pair, target: int, method: str, any_map) -> dict:
+    x = any_map.model_input
+    size = explainer.input_spec.spatial(x.shape)
+    if method == CENTRE:
+        rows, columns = np.mgrid[:size[0], :size[1]]
+        saliency = -np.hypot(rows - (size[0] - 1) / 2, columns - (size[1] - 1) / 2)
+    else:
+        saliency = resize_map(by_pair[target, method].map, size)
+    found = deletion_insertion(explainer, x, target, saliency)
+    return {"deletion": found.deletion_auc, "insertion": found.insertion_auc}
+
+
 def accuracy(records: list[dict], subset: str = "all") -> dict[str, float]:
     """Per method, the mean over classes of the per-class hit rate (%); ``subset``: "all" or
     "difficult". ``records``: {"method", "class", "hit", "difficult"} per scored pair."""
@@ -65,26 +79,50 @@ def accuracy(records: list[dict], subset: str = "all") -> dict[str, float]:
 
 
 def table(records: list[dict]) -> list[dict]:
-    """Rows {"method", "all", "difficult", "pairs"}, the centre baseline last."""
+    """Rows {"method", "all", "difficult", "pairs"} (and the mean "deletion" and "insertion"
+    areas where the records have them), the centre baseline last."""
     everything, difficult = accuracy(records, "all"), accuracy(records, "difficult")
     methods = sorted(everything, key=lambda m: (m == CENTRE, m))
-    return [{"method": m, "all": everything[m], "difficult": difficult.get(m),
-             "pairs": sum(r["method"] == m for r in records)} for m in methods]
+    rows = []
+    for m in methods:
+        own = [r for r in records if r["method"] == m]
+        row = {"method": m, "all": everything[m], "difficult": difficult.get(m), "pairs": len(own)}
+        for area in ("deletion", "insertion"):
+            if own and all(area in r for r in own):
+                row[area] = float(np.mean([r[area] for r in own]))
+        rows.append(row)
+    return rows
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    return ["all", "difficult", "pairs"] + [a for a in ("deletion", "insertion") if all(a in r for r in rows)]
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | all (%) | difficult (%) | pairs |", "| --- | ---: | ---: | ---: |"]
+    columns = _columns(rows)
+    titles = {"all": "all (%)", "difficult": "difficult (%)", "pairs": "pairs",
+              "deletion": "deletion AUC (↓)", "insertion": "insertion AUC (↑)"}
+    lines = ["| method | " + " | ".join(titles[c] for c in columns) + " |",
+             "| --- |" + " ---: |" * len(columns)]
     for row in rows:
-        difficult = "–" if row["difficult"] is None else f"{row['difficult']:.1f}"
-        lines.append(f"| {row['method']} | {row['all']:.1f} | {difficult} | {row['pairs']} |")
+        cells = [_cell(row.get(c), c) for c in columns]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def _cell(value, column: str) -> str:
+    if value is None:
+        return "–"
+    if column == "pairs":
+        return str(value)
+    return f"{value:.1f}" if column in ("all", "difficult") else f"{value:.3f}"
+
+
 def csv(rows: list[dict]) -> str:
-    lines = ["method,all,difficult,pairs"]
-    for r in rows:
-        difficult = "" if r["difficult"] is None else f"{r['difficult']:.4f}"
-        lines.append(f"{r['method']},{r['all']:.4f},{difficult},{r['pairs']}")
+    columns = _columns(rows)
+    lines = [",".join(["method"] + columns)]
+    for row in rows:
+        lines.append(",".join([row["method"]] + ["" if row.get(c) is None else str(row[c]) for c in columns]))
     return "\n".join(lines) + "\n"
 
 
@@ -107,10 +145,11 @@ def model_targets(annotations: list[Annotation], mapping: dict[str, str], explai
 
 
 def play(explainer, annotations: list[Annotation], preprocessing, methods, layer,
-         targets: dict[str, int], done: dict[str, list[dict]], on_image=None):
+         targets: dict[str, int], done: dict[str, list[dict]], on_image=None, curves: bool = False):
     """Score every annotation not in ``done`` (image -> its records); returns (the records of every
     image, {image: error} for the images that failed). ``on_image(image, records)`` is called after
-    each image scored here."""
+    each image scored here. With ``curves``, every record also holds its map's deletion and
+    insertion areas (:mod:`exbp.evaluation.curves`; the centre baseline's map peaks at the centre)."""
     records, failures = [], {}
     for annotation in annotations:
         key = str(annotation.image)
@@ -126,15 +165,18 @@ def play(explainer, annotations: list[Annotation], preprocessing, methods, layer
             except InputError as exc:
                 failures[key] = str(exc)
                 continue
-            points = {(m.target, m.method): m.max_point for m in maps}
+            by_pair = {(m.target, m.method): m for m in maps}
             for name in scored:
                 difficult = is_difficult(annotation, name)
-                found = {method: points[targets[name], method] for method in methods}
+                found = {method: by_pair[targets[name], method].max_point for method in methods}
                 found[CENTRE] = centre(annotation)
-                image_records += [{"image": key, "class": name, "method": method,
-                                   "hit": hit(point, annotation.boxes[name]), "difficult": difficult,
-                                   "point": None if point is None else list(point)}
-                                  for method, point in found.items()]
+                for method, point in found.items():
+                    record = {"image": key, "class": name, "method": method,
+                              "hit": hit(point, annotation.boxes[name]), "difficult": difficult,
+                              "point": None if point is None else list(point)}
+                    if curves:
+                        record.update(_areas(explainer, by_pair, targets[name], method, maps[0]))
+                    image_records.append(record)
         records.extend(image_records)
         if on_image is not None:
             on_image(key, image_records)

@@ -22,7 +22,7 @@ class Explanation:
 
     def resized(self, size: Sequence[int]) -> "Explanation":
         """The same explanation with its maps resized (bilinear, half-pixel) to ``size`` (H, W)."""
-        return replace(self, maps=resize(np, self.maps, tuple(size)).astype(np.float32))
+        return replace(self, maps=resize_map(self.maps, size))
 
     def scores(self) -> np.ndarray:
         """(N, classes): each class's logit (its maximum over positions for a convolutional head)."""
@@ -38,6 +38,11 @@ class Explanation:
         """(x, y) of each map's first maximum in row-major order, per image and target; None for
         a map without mass. On a :meth:`resized` explanation, in the pixels of that size."""
         return [[max_point(m) for m in per_image] for per_image in self.maps]
+
+
+def resize_map(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Maps (..., h, w) resized to ``size`` (H, W) with half-pixel bilinear interpolation, float32."""
+    return resize(np, np.asarray(values), tuple(size)).astype(np.float32)
 
 
 def class_scores(logits: np.ndarray) -> np.ndarray:
