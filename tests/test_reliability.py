@@ -101,6 +101,14 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, bad):
     assert weight.name in one_error_line(run("explain", path, save_image(tmp_path / "i.png")))
 
 
+def test_infinite_constants_that_are_not_weights_are_fine():
+    """Some exporters write ReLU as Clip(0, inf), or pad with −inf: those are not weights."""
+    b = ModelBuilder((1, 3, 8, 8), seed=1)
+    x = b.clip(b.conv(b.input_name, 4), low=0.0, high=np.inf)
+    model = b.build(b.gemm(b.flatten(b.gap(x)), 3, name="classifier"))
+    assert np.isfinite(exbp.Explainer(model).explain(b.input(), layer=b.input_name).maps).all()
+
+
 def test_overflowing_activations_are_refused_not_returned_as_nan(tmp_path):
     b = ModelBuilder((1, 3, 8, 8), seed=2)
     loud = b.node("Mul", [b.node("Mul", [b.input_name, b.const(np.float32(1e25))]),

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from ..errors import LayerError, MethodError, ModelError, UnsupportedOpError
+from ..graph_rules import rule_for
 from .compute.backends import backend_for
 from .compute.constants import ConstantStore
 from .graph.canonicalize import canonicalize
@@ -34,25 +35,32 @@ from .walk.planning import WalkPlan, plan_walk, require_classifier
 from .walk.tensors import TensorStore
 
 
-def _check_finite(constants) -> None:
-    """ModelError for a weight holding NaN or infinity: its maps would be NaN, silently."""
-    for name, value in constants.items():
-        if value.dtype.kind == "f" and value.size and not np.isfinite(value).all():
-            raise ModelError(f"the model's constant {name!r} holds NaN or infinite values; exbp "
-                             "explains models whose weights are finite numbers")
+def _check_finite_weights(graph: Graph) -> None:
+    """ModelError for a weight or bias holding NaN or infinity: its maps would be NaN, silently.
+    (Other constants may be infinite on purpose: a Clip bound, a padding value.)"""
+    for node in graph.nodes:
+        rule = rule_for(node)
+        if rule is None or rule.weight_input is None:
+            continue
+        for name in node.inputs:
+            value = graph.constant(name) if name else None
+            if value is not None and value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ModelError(f"the model's constant {name!r} ({node.op_type} {node.name!r}) "
+                                 "holds NaN or infinite values; exbp explains models whose "
+                                 "weights are finite numbers")
 
 
 class ModelSession:
     def __init__(self, source: str | os.PathLike | onnx.ModelProto, device: str = "cpu"):
         loaded = load_model(source)
         original = Graph.from_model(loaded, default_opset(loaded))
-        _check_finite(original.constants)
         # the weights now live in the graph's constants: ``model`` keeps the structure only
         self.model = without_initializer_data(loaded, original.constants)
         del loaded
         self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
         self.canonical = canonicalize(original)
         self.graph = self.canonical.graph
+        _check_finite_weights(self.graph)
         # names a user may give a layer by: the original tensors and node names
         self._original_tensors = frozenset({original.input_name} | {
             name for node in original.nodes for name in node.outputs})

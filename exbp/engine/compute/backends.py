@@ -22,7 +22,7 @@ from .ort_kernels import OrtConvolutions
 
 
 class ArrayBackend:
-    """The kernels of :mod:`exbp.engine.kernels` bound to one array namespace."""
+    """The kernels of :mod:`exbp.engine.compute.kernels` bound to one array namespace."""
 
     name = "cpu"
     # whether the recording computes the rules' derived quantities (Z, max-pool winners)
