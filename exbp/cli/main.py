@@ -68,6 +68,7 @@ def _fail(exc: exbp.ExbpError, model: Optional[Path] = None):
         message += f" (see `exbp labels {model} WORD`)"
     elif isinstance(exc, exbp.OutputError):
         message = message.replace("resume it, overwrite it", "use --resume or --overwrite")
+        message = message.replace("resume them,", "use --resume").replace("; overwrite it,", "; use --overwrite")
     raise click.ClickException(message)
 
 
