@@ -6,6 +6,13 @@ service can catch the base class. Subclasses say which input was at fault.
 """
 
 
+def first_line(exc: Exception) -> str:
+    """An exception's message cut to its first line (or its type's name): what a one-line error
+    quotes from a library."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ExbpError(ValueError):
     """Base class: bad input that the caller can correct."""
 

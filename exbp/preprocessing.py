@@ -32,7 +32,8 @@ from typing import Mapping, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from .engine.report import shape_text
+from .errors import InputError, first_line
 
 METADATA_PREFIX = "exbp."
 # Caps that keep a hostile or mistaken input from exhausting memory (configurable per call):
@@ -72,7 +73,7 @@ class Preprocessing:
         if channels not in (1, 3):
             other = "nhwc" if self.layout == "nchw" else "nchw"
             if len(shape) == 4 and model_channels(shape, other) in (1, 3):
-                raise InputError(f"the model's input {_shape_text(shape)} is laid out {other}, not "
+                raise InputError(f"the model's input {shape_text(shape)} is laid out {other}, not "
                                  f"{self.layout}: with {self.layout} it would take {channels} "
                                  f"channels; use layout {other}")
             raise InputError(f"the model's input takes {channels} channels; exbp reads images as "
@@ -87,7 +88,7 @@ class Preprocessing:
             fixed = self._fixed_size(shape)
             if fixed is not None and any(d is not None and d != s for d, s in zip(fixed, self.size)):
                 raise InputError(f"size {height}x{width} does not fit the model, whose input "
-                                 f"{_shape_text(shape)} is fixed at {fixed[0]}x{fixed[1]}; drop "
+                                 f"{shape_text(shape)} is fixed at {fixed[0]}x{fixed[1]}; drop "
                                  "the size or give that one")
 
     def _fixed_size(self, shape) -> Optional[tuple]:
@@ -127,10 +128,6 @@ def _eight_bit_range(image: Image.Image) -> Image.Image:
     elif image.mode == "F" and peak <= 1.0:
         values = values * 255.0
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
 def _per_channel(values: tuple[float, ...], channels: int, name: str) -> np.ndarray:
@@ -277,12 +274,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
         raise InputError(f"{path} is not an image Pillow can read (JPEG, PNG, BMP, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"image {path} is above the cap of {max_pixels} pixels, beyond what Pillow "
-                         f"will decode ({_first_line(exc)}); resize it") from None
+                         f"will decode ({first_line(exc)}); resize it") from None
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise InputError(f"image {path} could not be read ({_first_line(exc)}); give a complete "
+        raise InputError(f"image {path} could not be read ({first_line(exc)}); give a complete "
                          "image file (JPEG, PNG, BMP, TIFF, ...)") from None
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.walk.maps import class_probabilities
+
 STEPS = 16
 
 
@@ -73,13 +75,5 @@ def deletion_insertion(explainer, x: np.ndarray, target: int, saliency: np.ndarr
         deleted.append(np.where(chosen, 0.0, x))
         inserted.append(np.where(chosen, x, start))
     batch = np.concatenate(deleted + inserted).astype(np.float32)
-    probabilities = _probabilities(explainer, batch)[:, target]
+    probabilities = class_probabilities(explainer.logits(batch))[:, target]
     return Curves(deletion=probabilities[:steps + 1], insertion=probabilities[steps + 1:])
-
-
-def _probabilities(explainer, batch: np.ndarray) -> np.ndarray:
-    logits = explainer.logits(batch)
-    scores = logits if logits.ndim == 2 else logits.reshape(logits.shape[:2] + (-1,)).max(axis=-1)
-    scores = scores.astype(np.float64)
-    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from ...errors import ModelError
+from ...errors import ModelError, first_line
 
 # Opsets whose definitions of every op in the rule table were checked against the rules (the
 # schemas of those ops changed only their type lists after opset 22).
@@ -36,8 +36,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{label} is not a valid ONNX model: {first_line}") from None
+        raise ModelError(f"{label} is not a valid ONNX model: {first_line(exc)}") from None
     return model
 
 

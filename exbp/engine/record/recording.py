@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from ...errors import InputError, ModelError
+from ...errors import InputError, ModelError, first_line
 from .shared_arrays import placeholder_initializer, share_arrays
 
 SHAPE_SUFFIX = "::exbp_shape"
@@ -81,7 +81,7 @@ class Recorder:
             self.session = ort.InferenceSession(recording.SerializeToString(), options,
                                                 providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelError(f"onnxruntime cannot run the model: {_first_line(exc)}") from None
+            raise ModelError(f"onnxruntime cannot run the model: {first_line(exc)}") from None
         model_input = next(i for i in self.session.get_inputs() if i.name == input_name)
         self.input_type = _NUMPY_TYPES.get(model_input.type, np.float32)
 
@@ -100,7 +100,7 @@ class Recorder:
                 x, outputs = self._run_bound(x, values, shape_outputs)
         except Exception as exc:
             raise InputError(f"the model could not run on an input of shape {tuple(x.shape)}: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         recorded = dict(zip(values, outputs[:len(values)]))
         recorded[self.input_name] = x
         shape_of = {name: tuple(int(d) for d in shape)
@@ -164,11 +164,6 @@ def default_session_options() -> ort.SessionOptions:
     # pays its page faults (measured, ResNet-50 to the pixels: recording 197 ms without, 125 ms
     # with; peak memory 868 → 890 MB).
     return options
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,

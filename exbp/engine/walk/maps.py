@@ -30,9 +30,7 @@ class Explanation:
 
     def probabilities(self) -> np.ndarray:
         """Softmax over the classes of :meth:`scores`, (N, classes)."""
-        scores = self.scores().astype(np.float64)
-        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return class_probabilities(self.logits).astype(np.float32)
 
     def max_points(self) -> list[list[Optional[tuple[int, int]]]]:
         """(x, y) of each map's first maximum in row-major order, per image and target; None for
@@ -48,6 +46,13 @@ def resize_map(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
 def class_scores(logits: np.ndarray) -> np.ndarray:
     """(N, classes): spatial logits are scored by their maximum over positions."""
     return logits if logits.ndim == 2 else logits.reshape(logits.shape[:2] + (-1,)).max(axis=-1)
+
+
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the classes of :func:`class_scores`, (N, classes), in float64."""
+    scores = class_scores(logits).astype(np.float64)
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def max_point(resized: np.ndarray) -> Optional[tuple[int, int]]:
