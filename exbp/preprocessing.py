@@ -211,12 +211,14 @@ def metadata_settings(metadata: Mapping[str, str]) -> dict:
     return settings
 
 
-def resolve_preprocessing(model_input_shape, metadata: Mapping[str, str],
+def resolve_preprocessing(model_input, metadata: Mapping[str, str],
                           preset: Optional[str] = None, **overrides) -> Preprocessing:
     """The settings for a model: the preset if one is named, else the model's metadata over the
     imagenet preset; then ``overrides`` (None values ignored; text is parsed as the metadata's
     and the CLI flags' values are, e.g. ``size="224x224"``, ``scale="1/255"``). Size and layout
-    not set by any of these follow the model's input shape."""
+    not set by any of these follow the model's input: ``model_input`` is the Explainer's
+    ``input_spec`` (whose layout is derived from what the graph does with the input) or, less
+    surely, a bare input shape (channels last when only its last axis has 1 or 3 entries)."""
     if preset is not None and preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     unknown = set(overrides) - set(SETTINGS) - {"max_pixels"}
@@ -226,8 +228,10 @@ def resolve_preprocessing(model_input_shape, metadata: Mapping[str, str],
     settings = PRESETS[preset] if preset else replace(PRESETS["imagenet"], **metadata_settings(metadata))
     settings = replace(settings, **{k: _PARSERS[k](v) if isinstance(v, str) and k in _PARSERS else v
                                     for k, v in overrides.items() if v is not None})
-    shape = tuple(model_input_shape or ())
-    layout = settings.layout or _detected_layout(shape)
+    shape = tuple(getattr(model_input, "shape", model_input) or ())
+    derived = getattr(model_input, "channels_last", None)
+    layout = settings.layout or (_detected_layout(shape) if derived is None
+                                 else "nhwc" if derived else "nchw")
     size = settings.size
     if size is None and len(shape) == 4:
         spatial = shape[2:] if layout == "nchw" else shape[1:3]

@@ -197,6 +197,6 @@ def test_channels_last_input():
     explainer = exbp.Explainer(model)
     x = b.input(seed=7)
     result = explainer.explain(x, targets=1, layer=b.input_name, method="mwp", resize=True)
-    assert explainer.session.catalogue.channel_axis(b.input_name) == -1
+    assert explainer.input_spec.channels_last
     expected = Oracle(model).signal(x, np.eye(5, dtype=np.float32)[None, 1:2], b.input_name).sum(axis=-1)
     assert_close(result.maps[:, 0], expected[0])

@@ -9,10 +9,10 @@ from builders import ModelBuilder, resnet_like
 def test_layers_are_listed_in_order_with_logits_last():
     b, model = resnet_like()
     layers = exbp.Explainer(model).layers()
-    assert layers[0] == (b.input_name, "Input", (None, 3, 16, 16))
+    assert layers[0] == (b.input_name, "Input", (None, 3, 16, 16), "NCHW")
     assert layers[-1].name == "classifier" and layers[-1].op_type == "Gemm"
-    assert all(len(shape) >= 3 for _, _, shape in layers[:-1])
-    names = [name for name, _, _ in layers]
+    assert all(len(layer.shape) >= 3 and layer.layout == "NCHW" for layer in layers[:-1])
+    names = [layer.name for layer in layers]
     order = [b.input_name] + [o for n in model.graph.node for o in n.output]
     assert names == sorted(names, key=order.index)
 

@@ -135,7 +135,7 @@ def explain(model, images, targets, method, layer, out, formats, preset, size, m
     explainer = _load(model, device, labels_file)
     methods = METHOD_CHOICES[method]
     try:
-        settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata, preset,
+        settings = exbp.resolve_preprocessing(explainer.input_spec, explainer.metadata, preset,
                                               size=size, mean=mean, std=std, scale=scale, bgr=bgr,
                                               layout=layout, max_pixels=max_input_pixels)
         specs = _target_specs(targets or ("top1",), explainer)
@@ -304,7 +304,7 @@ def demo(out, device):
     folder = resources.files("exbp") / "demo"
     model = Path(str(folder / "efficientnet_lite0.onnx"))
     explainer = _load(model, device)
-    settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata)
+    settings = exbp.resolve_preprocessing(explainer.input_spec, explainer.metadata)
     jobs = [(Path(str(folder / name)), _target_specs(targets, explainer))
             for name, targets in DEMO_TARGETS.items()]
     click.echo(f"demo: EfficientNet-Lite0 (ImageNet) on {', '.join(DEMO_TARGETS)}; "
@@ -324,9 +324,9 @@ def layers(model):
     explainer = _load(model)
     default = explainer.default_layer()
     *maps, logits = explainer.layers()
-    rows = [(("*" if name == default else " "), name, op_type, exbp.shape_text(shape))
-            for name, op_type, shape in maps]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [(("*" if layer.name == default else " "), layer.name, layer.op_type,
+             exbp.shape_text(layer.shape), layer.layout) for layer in maps]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         click.echo("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
     click.echo(f"* default map layer: {default}")
@@ -408,7 +408,7 @@ def pointing_game(model, voc, image_set, coco, images, mapping_file, methods, la
         annotations = annotations[:limit] if limit else annotations
         mapping = exbp.read_class_mapping(mapping_file) if mapping_file else {}
         targets = exbp.pointing.model_targets(annotations, mapping, explainer)
-        settings = exbp.resolve_preprocessing(explainer.input_spec.shape, explainer.metadata, preset)
+        settings = exbp.resolve_preprocessing(explainer.input_spec, explainer.metadata, preset)
         for method in methods:
             reason = explainer.refusal(layer, method)
             if reason:

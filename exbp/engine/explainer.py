@@ -41,8 +41,9 @@ class Explainer:
         self.metadata = self.session.metadata
         self.labels = Labels.of(labels) if labels is not None else Labels.from_metadata(self.metadata)
         graph = self.session.graph
+        input_layout = self.session.catalogue.layout(graph.input_name)
         self.input_spec = InputSpec(graph.input_name, tuple(graph.input_shape or ()),
-                                    graph.input_name in self.session.catalogue.channel_last)
+                                    input_layout is not None and input_layout.channel_axis == input_layout.rank - 1)
         if self.labels is not None and self.classes and len(self.labels) != self.classes:
             raise ModelError(f"the labels name {len(self.labels)} classes but the model has "
                              f"{self.classes}; give {self.classes} names, one per class")
@@ -171,5 +172,5 @@ class Explainer:
             raise LayerError(f"layer {plan.layer!r} has shape {tuple(signal.shape[1:])}, with no "
                              "spatial axes; choose a tensor from Explainer.layers()")
         return explanations(session.backend, signal, methods,
-                            session.catalogue.channel_axis(plan.layer), target_array, logits,
+                            session.catalogue.layout(plan.layer), target_array, logits,
                             plan.layer, size)

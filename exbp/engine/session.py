@@ -110,9 +110,8 @@ class ModelSession:
             name = self._node_outputs[name]
         name = self.canonical.resolve(name)
         if needs_map and name in self.catalogue.no_map:
-            op_type = self.graph.producer[name].op_type
-            raise LayerError(f"layer {layer!r} is the output of a {op_type}, whose border holds no "
-                             "image; choose its input or a layer from Explainer.layers()")
+            raise LayerError(f"layer {layer!r} cannot carry a map: {self.catalogue.no_map[name]}; "
+                             "choose a layer from Explainer.layers()")
         if needs_map and name not in self.catalogue.names():
             raise LayerError(f"layer {layer!r} cannot carry a map: it is not a tensor with "
                              "spatial axes on the path from the input to the logits; choose a "

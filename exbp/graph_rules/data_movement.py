@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layouts import gathered_layout, reshaped_layout, transposed_layout
 from .registry import (Need, Recorded, Role, activation_inputs, by_opset, constant_inputs_refusal,
                        keeps_sign_of, rule, shape_of_first_input)
 
 
 @rule("Flatten", "Reshape", "Squeeze", "Unsqueeze", needs=shape_of_first_input,
-      role=Role.SAME_VALUES, sign=keeps_sign_of(0))
+      role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=reshaped_layout)
 def reshape_rule(node, tensors, signals, receivers):
     signal = signals[0]
     return [signal.reshape((signal.shape[0],) + tuple(tensors.shape(node.inputs[0])))]
 
 
-def _channels_last_source(node) -> int | None:
-    """A Transpose (N, *spatial, C) -> (N, C, *spatial) says its input's channels are last (-1)."""
-    perm = tuple(node.attrs.get("perm") or ())
-    rank = len(perm)
-    return -1 if rank >= 3 and perm == (0, rank - 1) + tuple(range(1, rank - 1)) else None
-
-
-@rule("Transpose", sign=keeps_sign_of(0), input_channel_axis=_channels_last_source)
+@rule("Transpose", role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=transposed_layout)
 def transpose_rule(node, tensors, signals, receivers):
     signal = signals[0]
     rank = signal.ndim - 1
@@ -163,7 +157,8 @@ def slice_rule(node, tensors, signals, receivers):
     return [result]
 
 
-@rule("Gather", needs=shape_of_first_input, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0))
+@rule("Gather", needs=shape_of_first_input, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0),
+      layout=gathered_layout)
 def gather_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))

@@ -12,6 +12,7 @@ sign: always ≥ 0, ≥ 0 when its input is, or unknown.
 from __future__ import annotations
 
 from .broadcasting import unbroadcast
+from .layouts import CHANNELS_FIRST
 from .registry import (Need, Recorded, Role, activation_inputs, always_non_negative, keeps_sign_of,
                        rule)
 
@@ -33,7 +34,8 @@ def _clip_rectifies(node, graph) -> bool:
 @rule("Relu", rectifier=lambda node, graph: True, sign=always_non_negative)
 @rule("Sigmoid", "Softplus", "HardSigmoid", sign=always_non_negative)
 @rule("Identity", "Dropout", "Cast", role=Role.SAME_VALUES, sign=keeps_sign_of(0))
-@rule("LRN", "Softsign", sign=keeps_sign_of(0))
+@rule("LRN", sign=keeps_sign_of(0), **CHANNELS_FIRST)
+@rule("Softsign", sign=keeps_sign_of(0))
 @rule("Clip", sign=_clip_sign, rectifier=_clip_rectifies)
 @rule("LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Mish", "ThresholdedRelu", "HardSwish",
       "Tanh", "BatchNormalization")

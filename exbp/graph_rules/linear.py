@@ -36,6 +36,7 @@ from onnx import helper
 
 from ..engine.graph.model import Graph, Node
 from .geometry import window_geometry
+from .layouts import CHANNELS_FIRST, matrix_layout, reduced_layout
 from .onnx_form import NEGATIVE, POSITIVE, listed, weight_part_nodes
 from .registry import (Need, Recorded, activation_inputs, by_opset, keeps_sign_of, rule,
                        values_of)
@@ -167,7 +168,7 @@ def _spatial_sizes(node, tensors, signals) -> tuple[tuple, tuple, tuple]:
 
 
 @rule("Conv", needs=values_of(0), refusal=_constant_weight_refusal, weight_input=_first_weight,
-      derived={Recorded.NORMALISER: _conv_normaliser_nodes})
+      derived={Recorded.NORMALISER: _conv_normaliser_nodes}, **CHANNELS_FIRST)
 def conv_rule(node, tensors, signals, receivers):
     kernel, in_spatial, out_spatial = _spatial_sizes(node, tensors, signals)
     geometry = window_geometry(node, kernel, in_spatial).as_kwargs()
@@ -199,7 +200,7 @@ def _conv_transpose_refusal(node: Node, graph: Graph):
 
 
 @rule("ConvTranspose", needs=values_of(0), refusal=_conv_transpose_refusal,
-      weight_input=_first_weight)
+      weight_input=_first_weight, **CHANNELS_FIRST)
 def conv_transpose_rule(node, tensors, signals, receivers):
     """f is the transposed convolution (weight (C_in, C_out/group, *k)) and fᵀ the convolution with
     the same weight and geometry: the two kernels of Conv, exchanged."""
@@ -245,7 +246,7 @@ def _matrix_activation_value(node: Node, graph: Graph) -> tuple[Need, ...]:
 
 
 _MATRIX_RULE = dict(signal_inputs=_matrix_activation, weight_input=_matrix_weight,
-                    needs=_matrix_activation_value)
+                    needs=_matrix_activation_value, layout=matrix_layout(_matrix_activation))
 
 
 @rule("Gemm", refusal=_one_activation("Gemm"), **_MATRIX_RULE)
@@ -268,7 +269,7 @@ def _excite_matrix(node, tensors, signals, act: int, transposed: tuple[bool, boo
 
 # ---- Pooling and reductions: weights all positive ---------------------------------------------
 
-@rule("AveragePool", needs=_activation_values, sign=keeps_sign_of(0))
+@rule("AveragePool", needs=_activation_values, sign=keeps_sign_of(0), **CHANNELS_FIRST)
 def average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     kernel = node.attrs["kernel_shape"]
@@ -293,7 +294,7 @@ def _sum_op(xp, axes: tuple[int, ...], keepdims: bool, kept_shape: tuple[int, ..
                     has_negative_weights=False)
 
 
-@rule("GlobalAveragePool", needs=_activation_values, sign=keeps_sign_of(0))
+@rule("GlobalAveragePool", needs=_activation_values, sign=keeps_sign_of(0), **CHANNELS_FIRST)
 def global_average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     axes = tuple(range(2, x.ndim))
@@ -332,7 +333,8 @@ def _reduce_refusal(node: Node, graph: Graph):
     return None
 
 
-_REDUCE_RULE = dict(needs=values_of(0), refusal=_reduce_refusal, sign=keeps_sign_of(0))
+_REDUCE_RULE = dict(needs=values_of(0), refusal=_reduce_refusal, sign=keeps_sign_of(0),
+                    layout=reduced_layout(_reduce_axes))
 
 
 # the axes became an input at opset 13 for ReduceSum and at opset 18 for ReduceMean

@@ -13,6 +13,7 @@ from __future__ import annotations
 from onnx import helper
 
 from .geometry import window_geometry
+from .layouts import CHANNELS_FIRST
 from .onnx_form import listed
 from .registry import Recorded, keeps_sign_of, rule, values_of
 
@@ -33,7 +34,7 @@ def _indices_refusal(node, graph):
 
 
 @rule("MaxPool", needs=values_of(0), refusal=_indices_refusal, sign=keeps_sign_of(0),
-      derived={Recorded.WINNERS: _winner_nodes})
+      derived={Recorded.WINNERS: _winner_nodes}, **CHANNELS_FIRST)
 def max_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     winners = tensors.recorded(node, Recorded.WINNERS)
@@ -60,7 +61,7 @@ def _route_to_flat_indices(xp, signal, winners, input_shape):
     return xp.stack(rows).astype(signal.dtype).reshape((signal.shape[0],) + tuple(input_shape))
 
 
-@rule("GlobalMaxPool", needs=values_of(0), sign=keeps_sign_of(0))
+@rule("GlobalMaxPool", needs=values_of(0), sign=keeps_sign_of(0), **CHANNELS_FIRST)
 def global_max_pool_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     x = tensors.value(node.inputs[0])

@@ -30,9 +30,11 @@ An entry (:class:`Rule`) holds:
 * ``parameters`` — the op's parameters in one form whatever the opset (``by_opset``): where an
   opset moved an attribute into an input (Pad, Slice, ReduceMean...), the canonicalisation reads it
   here once and the backward sees ``node.attrs`` only.
-* ``input_channel_axis(node)`` — the axis (negative: from the end) that the op treats as its
-  input's channels, where its semantics say so (a Transpose from channels-last: -1), for the layer
-  catalogue.
+* ``layout(node, graph, layouts)`` — the output's :class:`~exbp.graph_rules.layouts.Layout` (which
+  axis is the batch, the channels, each spatial axis) from the inputs' (docs/method.md §5.1); by
+  default the activations' layouts merged as broadcasting does. ``channels_first`` — the op reads
+  its first input as (N, C, spatial…) (convolutions, pooling): how the input's layout is read from
+  what the graph does with it.
 * ``role`` — ``MAP`` (the default: its output may carry a map), ``NO_MAP`` (its output should not:
   a Pad's border is padding, not image), ``SAME_VALUES`` (the output holds its input's values in
   another shape, so the logits may be looked for through it) or ``OUTPUT_NORMALISATION`` (a final
@@ -49,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Callable, Mapping, Optional, Sequence
 
 from ..engine.graph.model import Graph, Node
+from .layouts import merged_layout
 
 
 class Recorded(enum.Enum):
@@ -160,7 +163,8 @@ class Rule:
     refusal: Callable[[Node, Graph], Optional[str]] = never_refused
     weight_input: Optional[Callable[[Node, Graph], int]] = None
     parameters: Optional[Callable[[Node, Graph], Optional[dict]]] = None
-    input_channel_axis: Optional[Callable[[Node], Optional[int]]] = None
+    layout: Callable = merged_layout
+    channels_first: bool = False
     role: Role = Role.MAP
 
 

@@ -1,26 +1,31 @@
 """Which tensors can carry a map, their layout, and the default map layer (docs/method.md §5).
 
-A map layer is a tensor on the path from the input to the logits with at least one spatial axis
-(rank ≥ 3). Its channel axis is 1, except for a tensor whose every consumer on the path says that
-it reads its input's channels last (a Transpose from channels-last to channels-first, as after an
-NHWC input of a TensorFlow export): there it is the last axis.
+A map layer is a tensor on the path from the input to the logits whose layout
+(:mod:`.layouts`) is known: the batch first, one channel axis and at least one spatial axis, all
+derived from the input's. A tensor of rank ≥ 3 whose layout is not known (a Reshape mixed its
+channels and positions) is offered as no layer, and asking for it says why. Outputs whose rule
+says they carry no map (a Pad's border is padding rather than image) are no map layers either.
 
 The default layer is the deepest *cut* tensor — one that every path from the input to the logits
 goes through, so it carries the whole signal (VGG's conv5_3, ResNet's layer outputs, an Inception
-block's concat) — whose spatial size is about 1/8 to 1/16 of the input's: the input is 7 to 18
-times larger along every spatial axis. A map needs more than one position, so 1×1 tensors never
-qualify. Outputs whose rule says they carry no map (a Pad's border is padding rather than image)
-are no map layers at all. Failing that, the deepest cut tensor with more than one position; failing that, the input.
+block's concat) — below the classifier (c-MWP needs the classifier above the layer; SqueezeNet's
+classifier is a 1×1 Conv), whose spatial size is about 1/8 to 1/16 of the input's: the input is 7
+to 18 times larger along every spatial axis. A map needs more than one position, so 1×1 tensors
+never qualify. A tensor that only moves another's values (a Transpose to channels first, a
+Reshape) stands for the tensor it copies, so every exporter's graph of one network gets the same
+default block. Failing that, the deepest such cut with more than one position; failing that, the
+input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Optional
 
-from ...graph_rules import Role, entry_for
+from ...graph_rules import Layout, Role, entry_for
+from .layouts import derive_layouts
 from .model import Graph
-from .paths import cut_tensors, descendants, reaching_logits
+from .paths import classifier_of, cut_tensors, descendants, reaching_logits
 
 DOWNSCALE_RANGE = (7, 18)
 
@@ -29,30 +34,38 @@ class LayerInfo(NamedTuple):
     name: str
     op_type: str
     shape: Optional[tuple]
+    layout: str = ""          # the axes' letters: "NCHW", "NHWC"...
 
 
 @dataclass(frozen=True)
 class LayerCatalogue:
-    layers: tuple[LayerInfo, ...]       # map-capable tensors in topological order
-    cuts: tuple[str, ...]               # cut tensors in topological order, the input first
-    channel_last: frozenset[str]        # tensors whose channel axis is the last one
-    no_map: frozenset[str] = frozenset()   # outputs of ops whose rule says they carry no map (not in layers)
+    layers: tuple[LayerInfo, ...]             # map-capable tensors in topological order
+    cuts: tuple[str, ...]                     # cut tensors in topological order, the input first
+    layouts: Mapping[str, Layout]             # of the map-capable tensors and the input
+    no_map: Mapping[str, str]                 # on-path tensors of rank ≥ 3 that carry no map: why
+    above_classifier: frozenset[str] = frozenset()
+    copies: Mapping[str, str] = field(default_factory=dict)   # a tensor moving another's values -> it
 
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
-    def channel_axis(self, name: str) -> int:
-        return -1 if name in self.channel_last else 1
+    def layout(self, name: str) -> Optional[Layout]:
+        return self.layouts.get(name)
 
     def spatial(self, name: str, shape) -> Optional[tuple]:
-        if shape is None or len(shape) < 3:
+        layout = self.layouts.get(name)
+        if shape is None or layout is None or len(shape) != layout.rank:
             return None
-        return tuple(shape[1:-1]) if name in self.channel_last else tuple(shape[2:])
+        return tuple(shape[axis] for axis in layout.spatial_axes)
 
     def default_layer(self, shapes: Mapping[str, tuple], input_name: str) -> str:
         input_spatial = self.spatial(input_name, shapes.get(input_name))
         map_capable = set(self.names())
-        candidates = [name for name in reversed(self.cuts) if name in map_capable]
+        candidates = []
+        for name in reversed(self.cuts):
+            name = self.copies.get(name, name)
+            if name in map_capable and name not in self.above_classifier and name not in candidates:
+                candidates.append(name)
         sized = [(name, self.spatial(name, shapes.get(name))) for name in candidates]
         known = [(name, dims) for name, dims in sized if dims and all(dims) and input_spatial
                  and all(input_spatial) and len(dims) == len(input_spatial)
@@ -67,32 +80,46 @@ class LayerCatalogue:
 def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
     on_path = reaching_logits(graph, logits) & descendants(graph, graph.input_name)
     producer = graph.producer
+    derived = derive_layouts(graph)
     order = [graph.input_name] + [name for node in graph.nodes for name in node.outputs]
-    layers = []
+    layers, layouts, no_map = [], {}, {}
     for name in order:
         if name not in on_path or name == logits:
             continue
         shape = graph.shapes.get(name)
-        if shape is not None and len(shape) < 3:
+        layout = derived.get(name)
+        rank = layout.rank if layout is not None else len(shape) if shape is not None else None
+        if rank is not None and rank < 3:
             continue
-        op_type = producer[name].op_type if name in producer else "Input"
-        layers.append(LayerInfo(name, op_type, shape))
-    channel_last = frozenset(layer.name for layer in layers
-                             if _read_channels_last(graph, layer.name, on_path))
-    no_map = frozenset(layer.name for layer in layers if layer.name in producer
-                       and getattr(entry_for(producer[layer.name]), "role", None) is Role.NO_MAP)
-    layers = [layer for layer in layers if layer.name not in no_map]
+        reason = layout.why_no_map() if layout is not None else (
+            "exbp could not derive which of its axes hold the channels and which the positions")
+        entry = entry_for(producer[name]) if name in producer else None
+        if reason is None and entry is not None and entry.role is Role.NO_MAP:
+            reason = f"it is the output of a {producer[name].op_type}, whose border holds no image"
+        if reason is not None:
+            no_map[name] = reason
+            continue
+        layouts[name] = layout
+        layers.append(LayerInfo(name, producer[name].op_type if name in producer else "Input", shape,
+                                layout.letters))
+    if graph.input_name in derived and derived[graph.input_name] is not None:
+        layouts.setdefault(graph.input_name, derived[graph.input_name])
+    classifier = classifier_of(graph, logits)
+    above = frozenset(descendants(graph, classifier.outputs[0])) if classifier is not None else frozenset()
     return LayerCatalogue(layers=tuple(layers), cuts=tuple(cut_tensors(graph, on_path)),
-                          channel_last=channel_last, no_map=no_map)
+                          layouts=layouts, no_map=no_map, above_classifier=above,
+                          copies=_copies(graph, layouts))
 
 
-def _read_channels_last(graph: Graph, name: str, on_path: set[str]) -> bool:
-    """Whether every consumer of ``name`` on the path says it reads the last axis as channels."""
-    consumers = [node for node in graph.consumers_of(name) if any(o in on_path for o in node.outputs)]
-    if not consumers:
-        return False
-    for node in consumers:
+def _copies(graph: Graph, layouts: Mapping[str, Layout]) -> dict[str, str]:
+    """Map tensors that only hold another map tensor's values (through Transposes and reshapes
+    that keep its spatial axes) -> the tensor computed first."""
+    copies: dict[str, str] = {}
+    for node in graph.nodes:
         entry = entry_for(node)
-        if entry is None or entry.input_channel_axis is None or entry.input_channel_axis(node) != -1:
-            return False
-    return True
+        if entry is None or entry.role is not Role.SAME_VALUES or len(node.outputs) != 1:
+            continue
+        source, out = node.inputs[0], node.outputs[0]
+        if source in layouts and out in layouts:
+            copies[out] = copies.get(source, source)
+    return copies

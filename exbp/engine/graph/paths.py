@@ -92,3 +92,24 @@ def cut_tensors(graph: Graph, on_path: set[str]) -> list[str]:
         if len(live) == 1 and next(iter(live)) in node.outputs:
             cuts.append(next(iter(live)))
     return cuts
+
+
+def classifier_of(graph: Graph, logits: str) -> Optional[Node]:
+    """The classifier (docs/method.md §2): the first op with weights below the logits, reached
+    through a chain of ops with one signal input each whose outputs no other op on the way to the
+    logits reads; None where the logits are reached otherwise."""
+    upward = reaching_logits(graph, logits)
+    name = logits
+    while name in graph.producer:
+        node = graph.producer[name]
+        readers = [n for n in graph.consumers_of(name) if any(o in upward for o in n.outputs)]
+        if name != logits and len(readers) > 1:
+            return None
+        rule = rule_for(node)
+        if rule is not None and rule.weight_input is not None:
+            return node
+        receivers = [i for i in signal_inputs(node, graph) if node.inputs[i] in upward]
+        if len(receivers) != 1:
+            return None
+        name = node.inputs[receivers[0]]
+    return None

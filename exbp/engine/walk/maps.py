@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ...errors import InputError
+from ...graph_rules import Layout
 from .methods import Method
 
 
@@ -63,7 +64,7 @@ def max_point(resized: np.ndarray) -> Optional[tuple[int, int]]:
     return int(x), int(y)
 
 
-def explanations(backend, signal, methods: Sequence[Method], channel_axis: int,
+def explanations(backend, signal, methods: Sequence[Method], layout: Layout,
                  targets: np.ndarray, logits: np.ndarray, layer: str,
                  size: Optional[Sequence[int]]) -> dict[str, Explanation]:
     """An Explanation per method from the walk's signal (a block of rows per method), resized
@@ -72,7 +73,7 @@ def explanations(backend, signal, methods: Sequence[Method], channel_axis: int,
     if not bool(xp.all(xp.isfinite(signal))):
         raise InputError(f"the signal at layer {layer!r} is not finite for this input (the "
                          "model's activations overflow float32); check the input's scale")
-    summed = channel_sum(signal, channel_axis)
+    summed = spatial_sum(xp, signal, layout)
     count = targets.shape[1]
     results = {}
     for block, method in enumerate(methods):
@@ -94,9 +95,13 @@ def concatenated(parts: Sequence[Explanation]) -> Explanation:
                        layer=first.layer, method=first.method)
 
 
-def channel_sum(signal, channel_axis: int):
-    """(rows, N, C, *spatial) or (rows, N, *spatial, C) -> (rows, N, *spatial)."""
-    return signal.sum(axis=2 if channel_axis == 1 else -1)
+def spatial_sum(xp, signal, layout: Layout):
+    """(rows, *the layer's axes) -> (rows, N, *spatial axes in the input's order): the signal
+    summed over the channels (and any axis of size one)."""
+    kept = (0,) + layout.spatial_axes
+    summed = signal.sum(axis=tuple(axis + 1 for axis in range(layout.rank) if axis not in kept))
+    in_tensor_order = sorted(kept)
+    return xp.transpose(summed, (0,) + tuple(1 + in_tensor_order.index(axis) for axis in kept))
 
 
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:

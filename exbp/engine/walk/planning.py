@@ -17,7 +17,8 @@ from typing import Optional
 from ...errors import LayerError, MethodError, UnsupportedOpError
 from ...graph_rules import Recorded, Rule, rule_for
 from ..graph.model import Graph, Node
-from ..graph.paths import descendants, reaching_logits, refusal_of, signal_inputs, unsupported_message
+from ..graph.paths import (classifier_of, descendants, reaching_logits, refusal_of, signal_inputs,
+                           unsupported_message)
 
 
 @dataclass(frozen=True)
@@ -61,32 +62,14 @@ def plan_walk(graph: Graph, layer: str, logits: str) -> WalkPlan:
         for need in rule.needs(node, graph):
             (values if need.kind is Recorded.VALUE else shapes).add(need.tensor)
     values -= set(graph.constants)
-    classifier = _classifier_index(steps, logits)
+    found = classifier_of(graph, logits)
+    classifier = next((i for i, step in enumerate(steps) if step.node is found), None)
     dual, dual_weight = None, None
     if classifier is not None:
         dual, dual_weight = _dual_step(steps[classifier], graph)
     return WalkPlan(layer=layer, logits=logits, steps=tuple(steps), classifier=classifier,
                     dual=dual, dual_weight=dual_weight, values=frozenset(values),
                     shapes=frozenset(shapes - set(graph.constants)))
-
-
-def _classifier_index(steps: list[Step], logits: str) -> Optional[int]:
-    """The classifier's step, if the logits reach it through a chain: every step on the way has
-    one signal input, and no other step feeds signal into the chain."""
-    index_of = {step.node.outputs[0]: i for i, step in enumerate(steps)}
-    readers: dict[str, int] = {}
-    for step in steps:
-        for i in step.receivers:
-            readers[step.node.inputs[i]] = readers.get(step.node.inputs[i], 0) + 1
-    name = logits
-    while name in index_of and readers.get(name, 0) <= 1:
-        step = steps[index_of[name]]
-        if step.rule.weight_input is not None:
-            return index_of[name]
-        if len(step.receivers) != 1:
-            return None
-        name = step.node.inputs[step.receivers[0]]
-    return None
 
 
 def _dual_step(step: Step, graph: Graph) -> tuple[Step, tuple[str, str]]:
