@@ -1,5 +1,6 @@
 """exbp: Excitation Backprop attention maps (MWP and c-MWP) for any ONNX CNN."""
 
+from .comparison import TOLERANCES, Comparison, Tolerances, compare
 from .engine.compute.backends import cuda_unavailable
 from .engine.explainer import Explainer
 from .engine.graph.layers import LayerInfo
@@ -11,24 +12,24 @@ from .engine.walk.methods import CMWP, METHODS, MWP, Method
 from .errors import (ExbpError, InputError, LayerError, MethodError, ModelError, OutputError,
                      TargetError, UnsupportedOpError)
 from .exporters import (COLORMAPS, DEFAULT_FORMATS, FORMATS, OverlayStyle, colorize, map_record,
-                        overlay, read_summary, write_contact_sheet, write_map_files, write_report,
-                        write_summary)
+                        overlay, read_summary, write_comparison_sheet, write_contact_sheet,
+                        write_json, write_map_files, write_report, write_summary)
 from .evaluation import Annotation, PointingScores, pointing, read_class_mapping, read_coco, read_voc
 from .image_maps import ImageMap, explain_image, explain_images
 from .preprocessing import (MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, PRESETS, Preprocessing, load_image,
                             resolve_preprocessing)
-from .runs import RunFolder
+from .runs import RunFolder, create_writable_folder
 from .graph_rules import supported_ops
 from .labels import Labels
 
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "Explanation", "LayerInfo", "InputSpec", "CheckReport", "Labels",
+__all__ = ["Explainer", "Explanation", "compare", "Comparison", "Tolerances", "TOLERANCES", "LayerInfo", "InputSpec", "CheckReport", "Labels",
            "Method", "METHODS", "MWP", "CMWP", "supported_ops", "cuda_unavailable", "max_point", "resize_map",
            "shape_text", "MIN_OPSET", "MAX_OPSET", "ImageMap", "explain_image", "explain_images",
            "load_image", "Preprocessing", "PRESETS", "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS",
            "resolve_preprocessing", "FORMATS", "DEFAULT_FORMATS", "COLORMAPS", "OverlayStyle",
            "colorize", "overlay", "map_record", "read_summary", "write_map_files",
-           "write_contact_sheet", "write_report", "write_summary", "RunFolder", "OutputError", "Annotation", "PointingScores", "pointing", "read_voc", "read_coco",
+           "write_comparison_sheet", "write_contact_sheet", "write_json", "write_report", "write_summary", "RunFolder", "create_writable_folder", "OutputError", "Annotation", "PointingScores", "pointing", "read_voc", "read_coco",
            "read_class_mapping", "ExbpError", "InputError", "LayerError",
            "MethodError", "ModelError", "TargetError", "UnsupportedOpError", "__version__"]

@@ -229,3 +229,33 @@ def efficientnet_like(seed=0, size=16, classes=10, blocks=3):
         x = _inverted_residual(b, x, 3, silu, squeeze_excite=True)
     x = silu(b.batchnorm(b.conv(x, 16, kernel=1, pad=0, bias=False)))   # SiLU outputs are signed
     return b, b.build(b.gemm(b.flatten(b.gap(x)), classes, name="classifier"))
+
+
+TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
+
+
+def residual_net(channels_last: bool, preprocessing: bool = False, size: int = 32, seed: int = 3):
+    """A residual network written channels first or, as TensorFlow and JAX exporters write it,
+    channels last between Transposes around each Conv; the same weights either way: conv stem (stride 2) → ReLU → residual block → strided conv →
+    ReLU → mean over positions → Gemm. Returns (builder, model, {block: tensor})."""
+    shape = (1, size, size, 3) if channels_last else (1, 3, size, size)
+    b = ModelBuilder(shape, seed=seed)
+    x = b.input_name
+    if preprocessing:   # a Keras Rescaling/Normalization layer: per-channel constants on the pixels
+        scale = b.const(np.array([0.9, 1.1, 1.0], np.float32).reshape((1, 1, 1, 3) if channels_last else (1, 3, 1, 1)))
+        shift = b.const(np.array([-0.2, 0.1, 0.3], np.float32).reshape((1, 1, 1, 3) if channels_last else (1, 3, 1, 1)))
+        x = b.node("Add", [b.node("Mul", [x, scale]), shift])
+
+    def conv(t, out, **kw):
+        if not channels_last:
+            return b.conv(t, out, **kw)
+        return b.node("Transpose", [b.conv(b.node("Transpose", [t], perm=TO_NCHW), out, **kw)], perm=TO_NHWC)
+
+    blocks = {}
+    blocks["stem"] = b.relu(conv(x, 6, stride=2))
+    inner = b.relu(conv(blocks["stem"], 6))
+    blocks["residual"] = b.relu(b.add(conv(inner, 6), blocks["stem"]))
+    blocks["down"] = b.relu(conv(blocks["residual"], 8, stride=2))
+    pooled = (b.node("ReduceMean", [blocks["down"]], axes=[1, 2], keepdims=0) if channels_last
+              else b.flatten(b.gap(blocks["down"])))
+    return b, b.build(b.gemm(pooled, 5, name="classifier")), blocks

@@ -14,39 +14,10 @@ import numpy as np
 import pytest
 
 import exbp
-from builders import ModelBuilder
+from builders import TO_NCHW, ModelBuilder, residual_net
 from conftest import assert_close
 from oracle import Oracle
 from exbp.preprocessing import resolve_preprocessing
-
-TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
-
-
-def _residual_net(channels_last: bool, preprocessing: bool = False, size: int = 32, seed: int = 3):
-    """The same weights either way: conv stem (stride 2) → ReLU → residual block → strided conv →
-    ReLU → mean over positions → Gemm. Returns (builder, model, {block: tensor})."""
-    shape = (1, size, size, 3) if channels_last else (1, 3, size, size)
-    b = ModelBuilder(shape, seed=seed)
-    x = b.input_name
-    if preprocessing:   # a Keras Rescaling/Normalization layer: per-channel constants on the pixels
-        scale = b.const(np.array([0.9, 1.1, 1.0], np.float32).reshape((1, 1, 1, 3) if channels_last else (1, 3, 1, 1)))
-        shift = b.const(np.array([-0.2, 0.1, 0.3], np.float32).reshape((1, 1, 1, 3) if channels_last else (1, 3, 1, 1)))
-        x = b.node("Add", [b.node("Mul", [x, scale]), shift])
-
-    def conv(t, out, **kw):
-        if not channels_last:
-            return b.conv(t, out, **kw)
-        return b.node("Transpose", [b.conv(b.node("Transpose", [t], perm=TO_NCHW), out, **kw)], perm=TO_NHWC)
-
-    blocks = {}
-    blocks["stem"] = b.relu(conv(x, 6, stride=2))
-    inner = b.relu(conv(blocks["stem"], 6))
-    blocks["residual"] = b.relu(b.add(conv(inner, 6), blocks["stem"]))
-    blocks["down"] = b.relu(conv(blocks["residual"], 8, stride=2))
-    pooled = (b.node("ReduceMean", [blocks["down"]], axes=[1, 2], keepdims=0) if channels_last
-              else b.flatten(b.gap(blocks["down"])))
-    return b, b.build(b.gemm(pooled, 5, name="classifier")), blocks
-
 
 def _inputs(size=32, seed=4):
     nchw = np.random.default_rng(seed).normal(size=(2, 3, size, size)).astype(np.float32)
@@ -54,7 +25,7 @@ def _inputs(size=32, seed=4):
 
 
 def test_channels_last_block_maps_equal_the_oracle():
-    b, model, blocks = _residual_net(channels_last=True)
+    b, model, blocks = residual_net(channels_last=True)
     _, x = _inputs()
     explainer = exbp.Explainer(model)
     top = np.zeros((1, 2, 5), np.float32)
@@ -68,8 +39,8 @@ def test_channels_last_block_maps_equal_the_oracle():
 
 @pytest.mark.parametrize("preprocessing", [False, True])
 def test_the_same_weights_give_the_same_maps_in_either_layout(preprocessing):
-    _, first, first_blocks = _residual_net(channels_last=False, preprocessing=preprocessing)
-    _, last, last_blocks = _residual_net(channels_last=True, preprocessing=preprocessing)
+    _, first, first_blocks = residual_net(channels_last=False, preprocessing=preprocessing)
+    _, last, last_blocks = residual_net(channels_last=True, preprocessing=preprocessing)
     x_first, x_last = _inputs()
     a, b = exbp.Explainer(first), exbp.Explainer(last)
     assert_close(a.logits(x_first), b.logits(x_last))
@@ -87,7 +58,7 @@ def test_the_same_weights_give_the_same_maps_in_either_layout(preprocessing):
 
 
 def test_layers_list_their_layout_and_skip_transposed_copies_for_the_default():
-    b, model, blocks = _residual_net(channels_last=True, preprocessing=True)
+    b, model, blocks = residual_net(channels_last=True, preprocessing=True)
     explainer = exbp.Explainer(model)
     layouts = {layer.name: layer.layout for layer in explainer.layers()[:-1]}
     assert layouts[b.input_name] == "NHWC"

@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 an error that stops the run (model, labels, options, targets, layer, the
 output folder, or every image failing); 2 a usage error; 3 some images failed — the others were
-written, and summary.json lists both; 130 interrupted (Ctrl-C) — summary.json records what was done,
-and ``--resume`` goes on from there.
+written, and summary.json lists both; 4 (``exbp compare``) the two models differ beyond the
+tolerances; 130 interrupted (Ctrl-C) — summary.json records what was done, and ``--resume`` goes
+on from there.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from PIL import Image
 
 import exbp
 
-PARTIAL_FAILURE, INTERRUPTED = 3, 130
+PARTIAL_FAILURE, BEYOND_TOLERANCES, INTERRUPTED = 3, 4, 130
 METHOD_CHOICES = {"mwp": ("mwp",), "cmwp": ("cmwp",), "both": ("mwp", "cmwp")}
 DEMO_TARGETS = {"chelsea.png": ("top1", "tabby cat"), "coffee.png": ("top1", "cup")}
 
@@ -331,6 +332,59 @@ def layers(model):
         click.echo("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
     click.echo(f"* default map layer: {default}")
     click.echo(f"logits (no map): {logits.name} {exbp.shape_text(logits.shape)}")
+
+
+@cli.command()
+@click.argument("model_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model_b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--layer-a", metavar="NAME", help="Layer of MODEL_A to compare (default: its default layer).")
+@click.option("--layer-b", metavar="NAME", help="The corresponding layer of MODEL_B.")
+@click.option("--method", type=click.Choice(sorted(METHOD_CHOICES)), default="both", show_default=True)
+@click.option("--targets", "target_count", type=click.IntRange(1), default=1, show_default=True,
+              help="Explain MODEL_A's top N classes in both models.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+              help="The classes whose order must agree.")
+@click.option("--tolerances", type=click.Choice(sorted(exbp.TOLERANCES)), default="float32",
+              show_default=True, help="Tolerances for float32 re-exports, or float16 / int8 conversions.")
+@click.option("--preset", type=click.Choice(sorted(exbp.PRESETS)), help="Preprocessing preset for both.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("compare-out"),
+              show_default=True, help="Folder for comparison.json and a side-by-side PNG per image.")
+@click.option("--recursive", "-r", is_flag=True, help="Search folders' subfolders for images too.")
+def compare(model_a, model_b, images, layer_a, layer_b, method, target_count, top_k, tolerances,
+            preset, out, recursive):
+    """Compare MODEL_A and MODEL_B (one network before and after export, conversion or
+    quantisation) on IMAGES: logits, top-k classes, and maps at corresponding layers. Exit 0
+    within the tolerances, 4 beyond them."""
+    explainers = _load(model_a), _load(model_b)
+    files = _expand(images, recursive)
+    try:
+        exbp.create_writable_folder(out)
+        comparison = exbp.compare(*explainers, files, methods=METHOD_CHOICES[method], layer_a=layer_a,
+                                  layer_b=layer_b, top_k=top_k, targets=target_count,
+                                  tolerances=tolerances, preset=preset)
+    except exbp.ExbpError as exc:
+        _fail(exc, model_a)
+    comparison.model_a, comparison.model_b = model_a.name, model_b.name
+    for path, stem in _unique_stems(files).items():
+        targets = [row.target for row in comparison.rows if row.image == str(path)]
+        for target in dict.fromkeys(targets):
+            exbp.write_comparison_sheet(exbp.load_image(path), comparison.maps[str(path), target],
+                                        (model_a.name, model_b.name), out / f"{stem}_{target}_compare.png")
+    exbp.write_json(out / "comparison.json", comparison.to_dict())
+    click.echo(f"A: {model_a} at {comparison.layer_a}\nB: {model_b} at {comparison.layer_b}")
+    click.echo(comparison.table(), nl=False)
+    for image, error in comparison.failures.items():
+        click.echo(f"skipped {image}: {error}", err=True)
+    if not comparison.rows:
+        raise click.ClickException(f"no image could be compared ({_plural(len(files), 'image')} failed)")
+    verdict = "within" if comparison.within else "beyond"
+    click.echo(f"{verdict} the {tolerances} tolerances; wrote {out / 'comparison.json'} and "
+               f"{_plural(len({r.image for r in comparison.rows}), 'side-by-side PNG')}", err=True)
+    if not comparison.within:
+        sys.exit(BEYOND_TOLERANCES)
+    if comparison.failures:
+        sys.exit(PARTIAL_FAILURE)
 
 
 @cli.command()

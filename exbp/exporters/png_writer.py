@@ -89,12 +89,34 @@ def write_contact_sheet(image_maps: Sequence, path: Path, style: OverlayStyle = 
         picture.thumbnail((SHEET_CELL, SHEET_CELL))
         cells[image_map.target, image_map.method] = annotated(
             picture, title_of(image_map), image_map.resized, style.cmap)
+    return _save(_grid(cells, targets, methods), path)
+
+
+def write_comparison_sheet(image: Image.Image, maps: dict, names: tuple[str, str], path: Path,
+                           style: OverlayStyle = OverlayStyle()) -> Path:
+    """Two models' maps of one image and target side by side, a row per method: model A's, model
+    B's, and |A - B| on A's scale (a difference of 1 is A's peak)."""
+    cells = {}
+    for method, (a, b) in maps.items():
+        title = METHOD_TITLES.get(method, method)
+        peak = display_peak(a) or 1.0
+        for column, (values, caption) in enumerate(((a, f"A {names[0]}"), (b, f"B {names[1]}"),
+                                                    (np.abs(a - b) / peak, "|A - B| / A's peak"))):
+            picture = overlay(image, values, style.alpha, style.cmap)
+            factor = SHEET_CELL / max(picture.size)      # small inputs are shown larger too
+            picture = picture.resize((round(picture.width * factor), round(picture.height * factor)))
+            cells[method, column] = annotated(picture, f"{title} · {caption}", values, style.cmap)
+    return _save(_grid(cells, list(maps), [0, 1, 2]), path)
+
+
+def _grid(cells: dict, rows: list, columns: list) -> Image.Image:
+    """``cells`` keyed by (row, column), pasted in a white sheet in that order."""
     width = max(cell.width for cell in cells.values())
     height = max(cell.height for cell in cells.values())
-    sheet = Image.new("RGB", (width * len(methods), height * len(targets)), "white")
-    for (target, method), cell in cells.items():
-        sheet.paste(cell, (methods.index(method) * width, targets.index(target) * height))
-    return _save(sheet, path)
+    sheet = Image.new("RGB", (width * len(columns), height * len(rows)), "white")
+    for (row, column), cell in cells.items():
+        sheet.paste(cell, (columns.index(column) * width, rows.index(row) * height))
+    return sheet
 
 
 def _save(picture: Image.Image, path: Path) -> Path:

@@ -31,8 +31,12 @@ def write_summary(path: Path, run: dict, records: list[dict], failures: list[dic
                   **sections) -> Path:
     """The run's settings, its records and failures, and any further ``sections`` (the images'
     top classes, whether the run was interrupted)."""
-    text = json.dumps({**run, **sections, "results": records, "failures": failures}, indent=2,
-                      allow_nan=False) + "\n"
+    return write_json(path, {**run, **sections, "results": records, "failures": failures})
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """``data`` as indented JSON (no NaN), written atomically."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     return write_atomically(Path(path), lambda file: file.write(text.encode("utf-8")))
 
 
