@@ -48,6 +48,20 @@ class Explainer:
             raise ModelError(f"the labels name {len(self.labels)} classes but the model has "
                              f"{self.classes}; give {self.classes} names, one per class")
 
+    @classmethod
+    def from_torch(cls, module, example_input, device: str = "cpu", labels=None, **export) -> "Explainer":
+        """An Explainer of a torch.nn.Module, exported to ONNX in memory with ``example_input``
+        (``export``: ``opset``, ``dynamo``; see :func:`exbp.frameworks.onnx_from_torch`)."""
+        from ..frameworks import onnx_from_torch
+        return cls(onnx_from_torch(module, example_input, **export), device, labels)
+
+    @classmethod
+    def from_keras(cls, model, device: str = "cpu", labels=None, **export) -> "Explainer":
+        """An Explainer of a keras.Model, exported to ONNX in memory (Keras's own exporter, else
+        tf2onnx); its input is channels last, which exbp reads from the graph."""
+        from ..frameworks import onnx_from_keras
+        return cls(onnx_from_keras(model, **export), device, labels)
+
     # ---- what the model offers ----------------------------------------------------------------
 
     def layers(self) -> list[LayerInfo]:
