@@ -21,7 +21,7 @@ from onnx.reference import ReferenceEvaluator
 
 PASS_THROUGH = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
                 "Dropout", "Identity", "Cast", "LRN", "Elu", "Selu", "Celu", "Softplus", "Softsign",
-                "Gelu", "Mish", "ThresholdedRelu"}
+                "Gelu", "Mish", "ThresholdedRelu", "QuantizeLinear", "DequantizeLinear"}
 MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Pad", "Slice", "Gather",
             "Concat", "Split"}
 

@@ -39,6 +39,12 @@ def _gemm(b, x, out, weight_shape, **attrs):
     return b.node("Gemm", [x, weight, bias], **attrs)
 
 
+def _kept_quantization_pair(b):
+    scale, zero_point = b.const(np.float32(0.05)), b.const(np.uint8(100))
+    codes = b.node("QuantizeLinear", [b.input_name, scale, zero_point])
+    return b.add(b.node("DequantizeLinear", [codes, scale, zero_point]), b.input_name)
+
+
 def _se_gate(b):
     x = b.relu(b.conv(b.input_name, 4))
     gate = b.node("Sigmoid", [b.conv(b.gap(x), 4, kernel=1, pad=0)])
@@ -180,6 +186,8 @@ CASES = {
     "mul_squeeze_excitation_gate": Case(_se_gate),
     "mul_silu": Case(lambda b: b.node("Mul", [b.input_name, b.node("Sigmoid", [b.input_name])])),
     "mul_constant": Case(lambda b: b.node("Mul", [b.const(np.float32(-2.0)), b.input_name])),
+    # quantisation: a pair canonicalisation keeps (its input also read in float) passes through
+    "quantize_dequantize_kept": Case(_kept_quantization_pair, opset=19),
 }
 
 

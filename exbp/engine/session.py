@@ -50,6 +50,19 @@ def _check_finite_weights(graph: Graph) -> None:
                                  "weights are finite numbers")
 
 
+def _reduced_precision(graph: Graph) -> bool:
+    """Whether the model computes in float16 (a float16 conversion's weights, or its input)."""
+    return (any(value.dtype == np.float16 for value in graph.constants.values())
+            or _input_elem_type(graph) == onnx.TensorProto.FLOAT16)
+
+
+def _input_elem_type(graph: Graph) -> int:
+    for value in graph.inference_model.graph.input:
+        if value.name == graph.input_name:
+            return value.type.tensor_type.elem_type
+    return onnx.TensorProto.UNDEFINED
+
+
 class ModelSession:
     def __init__(self, source: str | os.PathLike | onnx.ModelProto, device: str = "cpu"):
         loaded = load_model(source)
@@ -60,6 +73,8 @@ class ModelSession:
         self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
         self.canonical = canonicalize(original)
         self.graph = self.canonical.graph
+        # a float16 model's derived quantities are computed by the rules, in float32 (§1.1)
+        self._derived_in_recording = not _reduced_precision(original)
         _check_finite_weights(self.graph)
         # names a user may give a layer by: the original tensors and node names
         self._original_tensors = frozenset({original.input_name} | {
@@ -139,11 +154,12 @@ class ModelSession:
         if plan.dual_weight is not None:
             self.constants.add_negation(*plan.dual_weight)
         nodes, owners = [], {}
-        if self.backend.records_derived:
+        if self.backend.records_derived and self._derived_in_recording:
             nodes, owners = derived_nodes(plan.steps, self.non_negative)
         recorder = Recorder(self.model, self.graph.input_name,
                             plan.values | {self.logits} | set(owners), plan.shapes,
-                            shared=self.constants.host, extra_nodes=nodes, backend=self.backend)
+                            shared=self.constants.host, extra_nodes=nodes, backend=self.backend,
+                            recorded_as=self.canonical.recorded_as)
         return plan, recorder, owners
 
     def logits_of(self, x) -> np.ndarray:
@@ -152,7 +168,8 @@ class ModelSession:
             with self._lock:
                 if self._forward is None:
                     self._forward = Recorder(self.model, self.graph.input_name, {self.logits}, (),
-                                             shared=self.constants.host, backend=self.backend)
+                                             shared=self.constants.host, backend=self.backend,
+                                             recorded_as=self.canonical.recorded_as)
         recorded, _ = self._forward.run(x, {self.logits}, ())
         return self.backend.to_host(recorded[self.logits]).astype(np.float32, copy=False)
 

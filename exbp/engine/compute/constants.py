@@ -3,7 +3,8 @@
 Every weight exists once on the host (the canonical graph's arrays, which the recording sessions
 also read in place). Its backend array and its parts W⁺ = max(W, 0) and W⁻ = min(W, 0) are made on
 first use and kept, since the same weights serve every call. The classifier's dual (docs/method.md
-§4) adds the negation of one weight, under its own name.
+§4) adds the negation of one weight, under its own name. A float16 model's constants stay float16
+on the host (its recordings read them) and are float32 on the backend, where the walk computes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class Weight:
 
     def __init__(self, name: str, host: np.ndarray, backend):
         self.name, self.host = name, host
-        self.value = backend.asarray(host)
+        self.value = backend.asarray(host.astype(np.float32) if host.dtype == np.float16 else host)
         self._xp = backend.xp
         self._parts: dict[str, object] = {}
 

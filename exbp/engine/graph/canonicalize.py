@@ -1,6 +1,10 @@
 """Rewriting the graph before the walk so that the rules stay simple: :data:`PASSES`, in order.
 
 * Identity and (inference-mode) Dropout are removed; their consumers read the input directly.
+* QuantizeLinear→DequantizeLinear pairs on activations (a QDQ-quantised model's) are removed: their
+  consumers read the float tensor the pair quantised, under the float model's name, and the
+  recording gives that tensor the pair's dequantised values (``recorded_as``), which are what the
+  quantised model computes (docs/method.md §3.5).
 * Gemm's ``alpha`` is folded into its constant operand, so the linear rule never sees it.
 * A per-output-channel affine op — BatchNormalization, or Mul/Add/Sub/Div by a per-channel
   constant — that is the only consumer of a Conv or Gemm with constant weights is folded into that
@@ -31,6 +35,8 @@ from .model import Graph, Node
 class CanonicalGraph:
     graph: Graph
     aliases: Mapping[str, str]   # removed tensor -> kept tensor with the same signal
+    # canonical tensor -> the model's tensor whose recorded values it takes (a QDQ pair's output)
+    recorded_as: Mapping[str, str] = field(default_factory=dict)
 
     def resolve(self, name: str) -> str:
         while name in self.aliases:
@@ -47,6 +53,7 @@ class Rewrite:
     opset: int
     aliases: dict[str, str] = field(default_factory=dict)
     protected: frozenset[str] = frozenset()      # tensors that must keep their names
+    recorded_as: dict[str, str] = field(default_factory=dict)
 
     def constant(self, name: str):
         return self.constants.get(name)
@@ -72,6 +79,27 @@ def drop_identity_and_dropout(rewrite: Rewrite) -> None:
     rewrite.nodes = kept
 
 
+def remove_activation_quantization(rewrite: Rewrite) -> None:
+    """Each QuantizeLinear (constant scale and zero point) whose output only DequantizeLinears read,
+    all with the same constants, leaves the graph with them. Where the Q's input ``x`` has no other
+    reader, the DQs' readers read ``x`` and ``x`` is recorded from the DQ's output; where the DQ's
+    output is the graph's output (a final Softmax quantised), ``x``'s producer writes it directly.
+    A pair that fits neither (``x`` also read in float) stays, and the walk passes it through."""
+    while True:
+        producer = {out: node for node in rewrite.nodes for out in node.outputs}
+        consumers: dict[str, list[Node]] = {}
+        for node in rewrite.nodes:
+            for name in node.inputs:
+                consumers.setdefault(name, []).append(node)
+        for quantize in rewrite.nodes:
+            removal = _removable_pair(quantize, producer, consumers, rewrite)
+            if removal is not None:
+                rewrite.nodes = removal
+                break
+        else:
+            return
+
+
 def fold_gemm_alpha(rewrite: Rewrite) -> None:
     rewrite.nodes = [_gemm_without_alpha(node, rewrite.constants) for node in rewrite.nodes]
 
@@ -93,7 +121,8 @@ def read_parameters(rewrite: Rewrite) -> None:
 
 
 PASSES: tuple[Callable[[Rewrite], None], ...] = (
-    drop_identity_and_dropout, fold_gemm_alpha, fold_affine_into_linear, read_parameters)
+    drop_identity_and_dropout, remove_activation_quantization, fold_gemm_alpha,
+    fold_affine_into_linear, read_parameters)
 
 
 def canonicalize(graph: Graph, passes=PASSES) -> CanonicalGraph:
@@ -102,13 +131,62 @@ def canonicalize(graph: Graph, passes=PASSES) -> CanonicalGraph:
     for rewrite_pass in passes:
         rewrite_pass(rewrite)
     return CanonicalGraph(graph=graph.with_nodes(rewrite.nodes, rewrite.constants),
-                          aliases=rewrite.aliases)
+                          aliases=rewrite.aliases, recorded_as=rewrite.recorded_as)
 
 
 def _renamed_inputs(node: Node, renames: Mapping[str, str]) -> Node:
     if not any(name in renames for name in node.inputs):
         return node
     return node.with_changes(inputs=tuple(renames.get(name, name) for name in node.inputs))
+
+
+def _removable_pair(quantize: Node, producer, consumers, rewrite: Rewrite):
+    """The nodes without ``quantize`` and its DequantizeLinears, rewired, or None if the pair
+    cannot be removed."""
+    if quantize.op_type != "QuantizeLinear" or quantize.domain != "" or not _constant_scale(
+            quantize, rewrite):
+        return None
+    x, quantized = quantize.inputs[0], quantize.outputs[0]
+    dequantizers = consumers.get(quantized, [])
+    if (rewrite.is_constant(x) or quantized in rewrite.protected or not dequantizers
+            or not all(node.op_type == "DequantizeLinear" and node.domain == ""
+                       and node.inputs[0] == quantized and _constant_scale(node, rewrite)
+                       for node in dequantizers)
+            or not all(_same_constants(node, dequantizers[0], rewrite) for node in dequantizers)):
+        return None
+    outputs = [node.outputs[0] for node in dequantizers]
+    removed = {id(quantize)} | {id(node) for node in dequantizers}
+    if (len(consumers.get(x, [])) == 1 and x not in rewrite.protected
+            and not any(name in rewrite.protected for name in outputs)):
+        # the DQs' readers read x, which the recording fills with the dequantised values
+        renames = dict.fromkeys(outputs, x)
+        rewrite.recorded_as[x] = outputs[0]
+        for name in (quantized, *outputs):
+            rewrite.aliases[name] = x
+        return [_renamed_inputs(node, renames) for node in rewrite.nodes if id(node) not in removed]
+    source = producer.get(x)
+    if (len(dequantizers) == 1 and outputs[0] in rewrite.protected and source is not None
+            and len(consumers.get(x, [])) == 1 and x not in rewrite.protected):
+        # the graph's output is the pair's: x's producer writes it, under its name
+        written = source.with_changes(outputs=tuple(outputs[0] if name == x else name
+                                                    for name in source.outputs))
+        rewrite.aliases[x] = rewrite.aliases[quantized] = outputs[0]
+        return [written if node is source else node for node in rewrite.nodes
+                if id(node) not in removed]
+    return None
+
+
+def _constant_scale(node: Node, rewrite: Rewrite) -> bool:
+    """Whether a Q's or DQ's scale and (present) zero point are constants."""
+    return all(rewrite.is_constant(name) for name in node.inputs[1:3] if name) and len(node.inputs) > 1
+
+
+def _same_constants(node: Node, other: Node, rewrite: Rewrite) -> bool:
+    """Whether two DequantizeLinears dequantise alike (the same scale, zero point and axis)."""
+    if node.attrs.get("axis", 1) != other.attrs.get("axis", 1) or len(node.inputs) != len(other.inputs):
+        return False
+    return all(a == b or np.array_equal(rewrite.constant(a), rewrite.constant(b))
+               for a, b in zip(node.inputs[1:], other.inputs[1:]))
 
 
 def _gemm_without_alpha(node: Node, constants: dict) -> Node:
@@ -119,7 +197,8 @@ def _gemm_without_alpha(node: Node, constants: dict) -> Node:
         name = node.inputs[index]
         if name in constants:
             folded = _unique(f"{name}::alpha", constants)
-            constants[folded] = (constants[name] * np.float32(alpha)).astype(constants[name].dtype)
+            constants[folded] = (constants[name] * np.float32(alpha)).astype(
+                _folded_dtype(constants[name].dtype))
             inputs = list(node.inputs)
             inputs[index] = folded
             return node.with_changes(inputs=tuple(inputs), attrs={**node.attrs, "alpha": 1.0})
@@ -213,7 +292,7 @@ def _folded_linear(linear: Node, scale, shift, output: str, constants) -> Node |
     bias = _constant_bias(linear, constants, scale.shape[0], bias_scale)
     if bias is None:
         return None
-    dtype = constants[linear.inputs[1]].dtype
+    dtype = _folded_dtype(constants[linear.inputs[1]].dtype)
     weight_name = _unique(f"{linear.inputs[1]}::folded", constants)
     bias_name = _unique(f"{linear.name}::folded_bias", constants)
     constants[weight_name] = weight.astype(dtype)
@@ -232,6 +311,12 @@ def _constant_bias(linear: Node, constants, channels: int, scale: float) -> np.n
     if bias is None or bias.size not in (1, channels) or (bias.size > 1 and bias.shape[-1] != channels):
         return None
     return np.broadcast_to(bias.astype(np.float64).reshape(-1) * scale, (channels,)).copy()
+
+
+def _folded_dtype(dtype) -> np.dtype:
+    """A folded weight's dtype: its source's, but at least float32 — a float16 model's folded
+    weights serve only the walk, which computes in float32."""
+    return np.promote_types(dtype, np.float32)
 
 
 def _unique(name: str, taken) -> str:

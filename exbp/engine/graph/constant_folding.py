@@ -4,6 +4,12 @@ Constant nodes, and every node whose inputs are all constants, become constants.
 compute pads, shapes or transposed weights that way (PyTorch's static "same" padding, TensorFlow's
 weight transposes); onnxruntime folds them too. A node the reference evaluator cannot evaluate
 stays in the graph and matters only if the walk needs it.
+
+A quantised model's weights are DequantizeLinear of integer constants (and, in some exports,
+QuantizeLinear of float ones before that); they become float constants here, so the linear rules
+see float weights: ``scale · (q − zero_point)``, per tensor, per channel along ``axis`` or per
+block. NumPy computes them, as the specification defines them, at every opset (onnx's reference
+evaluator has these ops only from opset 19).
 """
 
 from __future__ import annotations
@@ -26,7 +32,11 @@ def fold_constants(nodes: list, constants: dict, opset: int) -> list:
         foldable = (node.domain == "" and node.op_type not in NOT_FOLDED
                     and (node.op_type == "Constant" or present)
                     and all(name in constants for name in present))
-        values = _evaluate(node.proto, constants, opset) if foldable else None
+        values = None
+        if foldable and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            values = _quantization_values(node, constants)
+        if foldable and values is None:
+            values = _evaluate(node.proto, constants, opset)
         if values is None:
             kept.append(node)
         else:
@@ -46,3 +56,53 @@ def _evaluate(proto: onnx.NodeProto, constants: dict, opset: int) -> Optional[di
     except Exception:  # an op the evaluator lacks, a string constant, invalid attributes
         return None
     return {name: np.asarray(value) for name, value in zip(outputs, values)}
+
+
+def _quantization_values(node, constants: dict) -> Optional[dict]:
+    """A QuantizeLinear's or DequantizeLinear's output for constant inputs, or None for a form
+    left to the reference evaluator (float8 codes, a missing scale)."""
+    x, scale, zero_point = ([constants[name] if name else None for name in node.inputs] + [None] * 3)[:3]
+    if scale is None or scale.dtype.kind != "f":
+        return None
+    axis, block_size = node.attrs.get("axis", 1), node.attrs.get("block_size", 0)
+    scale = _along_axis(scale, x.shape, axis, block_size)
+    if scale is None:
+        return None
+    if node.op_type == "DequantizeLinear":
+        if x.dtype.kind not in "iu":
+            return None
+        codes = x.astype(np.int64)
+        if zero_point is not None:
+            zero_point = _along_axis(zero_point, x.shape, axis, block_size)
+            codes = codes - zero_point.astype(np.int64)
+        return {node.outputs[0]: codes.astype(scale.dtype) * scale}
+    code_type = zero_point.dtype if zero_point is not None else _QUANTIZED_TYPES.get(
+        node.attrs.get("output_dtype", 0) or onnx.TensorProto.UINT8)
+    if code_type is None or np.dtype(code_type).kind not in "iu" or x.dtype.kind != "f":
+        return None
+    codes = np.rint(x / scale)   # round half to even, as the specification says
+    if zero_point is not None:
+        codes = codes + _along_axis(zero_point, x.shape, axis, block_size)
+    limits = np.iinfo(code_type)
+    return {node.outputs[0]: np.clip(codes, limits.min, limits.max).astype(code_type)}
+
+
+_QUANTIZED_TYPES = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
+                    onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
+
+
+def _along_axis(parameter: np.ndarray, shape: tuple, axis: int, block_size: int) -> Optional[np.ndarray]:
+    """A scale or zero point broadcastable against a tensor of ``shape``: one value (per tensor),
+    one per index of ``axis``, or, with ``block_size``, one per block of that axis."""
+    if parameter.size == 1:
+        return parameter.reshape(())
+    axis = axis + len(shape) if axis < 0 else axis
+    if not 0 <= axis < len(shape):
+        return None
+    if block_size:
+        if parameter.ndim != len(shape):
+            return None
+        return np.repeat(parameter, block_size, axis=axis).take(range(shape[axis]), axis=axis)
+    if parameter.ndim != 1 or parameter.shape[0] != shape[axis]:
+        return None
+    return parameter.reshape([-1 if i == axis else 1 for i in range(len(shape))])

@@ -12,6 +12,11 @@ sessions use them.
 
 Graph optimisations stay on: the recorded values equal those of the unoptimised graph up to float
 rounding (tests/test_recording.py checks it), and they make the forward pass much faster.
+
+The walk names tensors as the canonical graph does; ``recorded_as`` maps a canonical tensor to the
+model's tensor that holds its values (a QDQ model's float tensor to its dequantised copy,
+docs/method.md §3.5). The input is fed in the dtype the model takes (float16 for a float16 model),
+and recorded float16 values come back as float32, in which the walk computes.
 """
 
 from __future__ import annotations
@@ -36,17 +41,21 @@ class Recorder:
     def __init__(self, model: onnx.ModelProto, input_name: str, values: Iterable[str],
                  shapes: Iterable[str], shared: Mapping[str, np.ndarray],
                  extra_nodes: Sequence[onnx.NodeProto] = (),
-                 session_options: Optional[ort.SessionOptions] = None, backend=None):
+                 session_options: Optional[ort.SessionOptions] = None, backend=None,
+                 recorded_as: Mapping[str, str] = {}):
         """``shared``: arrays by name, among them those of the initializers whose data the model
         no longer holds and those the extra nodes read (the canonical graph's constants); only
         what some node reads is given to the session. ``values`` may name the extra nodes'
         outputs. With a CUDA ``backend`` the session runs on its GPU and the recorded tensors stay
-        there."""
+        there. ``recorded_as``: canonical tensor -> the model's tensor holding its values; names
+        given here and to :meth:`run`, and the extra nodes' inputs, are canonical."""
         self.input_name = input_name
+        self._source = dict(recorded_as)
+        values, shapes = self._sources(set(values) | {input_name}), self._sources(shapes)
         recording = onnx.ModelProto()
         recording.CopyFrom(model)
         graph = recording.graph
-        graph.node.extend(extra_nodes)
+        graph.node.extend(_reading_sources(node, self._source) for node in extra_nodes)
         # onnxruntime drops unused initializers before it takes shared arrays, so share only
         # what some node reads
         read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
@@ -85,8 +94,26 @@ class Recorder:
         model_input = next(i for i in self.session.get_inputs() if i.name == input_name)
         self.input_type = _NUMPY_TYPES.get(model_input.type, np.float32)
 
+    def _sources(self, names: Iterable[str]) -> set[str]:
+        return {self._source.get(name, name) for name in names}
+
     def run(self, x: np.ndarray, values: Iterable[str], shapes: Iterable[str]):
-        """(values, shapes): the named tensors as host arrays, and the named tensors' shapes."""
+        """(values, shapes): the named (canonical) tensors as arrays — float16 ones as float32 —
+        and the named tensors' shapes."""
+        values, shapes = set(values) | {self.input_name}, set(shapes)
+        recorded, shape_of = self._run(x, self._sources(values), self._sources(shapes))
+        canonical = {self._source.get(name, name): name for name in values | shapes}
+        if self.input_name in self._source:   # the walk reads the input's dequantised copy
+            del recorded[self.input_name]
+        return ({canonical.get(name, name): _walk_precision(value) for name, value in recorded.items()},
+                {canonical.get(name, name): shape for name, shape in shape_of.items()})
+
+    def _run(self, x, values, shapes):
+        """``run`` on the model's own tensor names."""
+        if self.input_type == np.float16 and float(abs(x).max()) > _FLOAT16_MAX:
+            raise InputError(f"the input holds values up to {float(abs(x).max()):g}, beyond "
+                             f"float16's range (±{_FLOAT16_MAX:g}), and the model takes float16 "
+                             "input; scale the input into that range")
         wanted_shapes = set(shapes) - set(values) - {self.input_name}
         by_value = wanted_shapes - self._shape_sources
         values = sorted((set(values) | by_value) - {self.input_name})
@@ -116,6 +143,8 @@ class Recorder:
             x = np.ascontiguousarray(x, dtype=self.input_type)
             binding.bind_cpu_input(self.input_name, x)
         else:
+            if getattr(x, "dtype", self.input_type) != self.input_type:   # float16 models
+                x = x.astype(self.input_type)
             value = ort.OrtValue.from_dlpack(x)
             binding.bind_ortvalue_input(self.input_name, value)
             x = self._backend.from_onnxruntime(value)
@@ -168,3 +197,19 @@ def default_session_options() -> ort.SessionOptions:
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                 "tensor(float16)": np.float16}
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _walk_precision(value):
+    """A recorded array as the walk computes with it: float16 as float32 (exactly)."""
+    return value.astype(np.float32) if value.dtype == np.float16 else value
+
+
+def _reading_sources(node: onnx.NodeProto, sources: Mapping[str, str]) -> onnx.NodeProto:
+    """``node`` reading the model's tensors where it names canonical ones."""
+    if not any(name in sources for name in node.input):
+        return node
+    renamed = onnx.NodeProto()
+    renamed.CopyFrom(node)
+    renamed.input[:] = [sources.get(name, name) for name in node.input]
+    return renamed
