@@ -94,6 +94,16 @@ class Layout:
 LayoutMap = Mapping[str, Optional[Layout]]
 
 
+def _one_value(shape) -> bool:
+    """A tensor known to hold one value (a scale computed at run time): it broadcasts everywhere."""
+    return shape is not None and all(d == 1 for d in shape)
+
+
+def first_input_layout(node, graph, layouts: LayoutMap) -> Optional[Layout]:
+    """``layout`` of ops whose output is laid out as their first input, whatever the others."""
+    return layouts.get(node.inputs[0])
+
+
 def channels_first_layout(node, graph, layouts: LayoutMap) -> Optional[Layout]:
     """``layout`` of ops that read (N, C, spatial…) and write the same (Conv, pooling): the
     input's layout when it is that, else unknown (the graph does not read the input that way)."""
@@ -112,7 +122,7 @@ def merged_layout(node, graph, layouts: LayoutMap, inputs: Optional[Sequence[str
     activations' layouts, axis by axis, where they agree; an operand of size one along an axis
     (broadcast there) does not vote on it."""
     names = [name for name in (inputs if inputs is not None else node.inputs)
-             if name and not graph.is_constant(name)]
+             if name and not graph.is_constant(name) and not _one_value(graph.shapes.get(name))]
     known = [(layouts.get(name), graph.shapes.get(name)) for name in names]
     if not known or any(layout is None for layout, _ in known):
         return None

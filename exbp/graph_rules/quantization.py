@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .layouts import first_input_layout
 from .registry import Role, constant_inputs_refusal, rule
 
 
@@ -43,8 +44,8 @@ def _dequantize_sign(node, graph, non_negative) -> bool:
 
 
 @rule("QuantizeLinear", sign=_quantize_sign, rectifier=_zero_point_is_lowest_code,
-      refusal=constant_inputs_refusal(1, 2), role=Role.SAME_VALUES)
+      refusal=constant_inputs_refusal(1, 2), role=Role.SAME_VALUES, layout=first_input_layout)
 @rule("DequantizeLinear", sign=_dequantize_sign, refusal=constant_inputs_refusal(1, 2),
-      role=Role.SAME_VALUES)
+      role=Role.SAME_VALUES, layout=first_input_layout)
 def quantization_pass_through(node, tensors, signals, receivers):
     return [signals[0]]
