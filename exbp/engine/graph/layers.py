@@ -25,7 +25,7 @@ from typing import Mapping, NamedTuple, Optional
 from ...graph_rules import Layout, Role, entry_for
 from .layouts import derive_layouts
 from .model import Graph
-from .paths import classifier_of, cut_tensors, descendants, reaching_logits
+from .paths import classifier_of, cut_tensors, descendants, reaching_logits, signal_inputs
 
 DOWNSCALE_RANGE = (7, 18)
 
@@ -104,11 +104,32 @@ def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
                                 layout.letters))
     if graph.input_name in derived and derived[graph.input_name] is not None:
         layouts.setdefault(graph.input_name, derived[graph.input_name])
-    classifier = classifier_of(graph, logits)
-    above = frozenset(descendants(graph, classifier.outputs[0])) if classifier is not None else frozenset()
     return LayerCatalogue(layers=tuple(layers), cuts=tuple(cut_tensors(graph, on_path)),
-                          layouts=layouts, no_map=no_map, above_classifier=above,
+                          layouts=layouts, no_map=no_map, above_classifier=_not_below_classifier(graph, logits),
                           copies=_copies(graph, layouts))
+
+
+def _not_below_classifier(graph: Graph, logits: str) -> frozenset[str]:
+    """The classifier's outputs and all above them, its input, and the tensors below it through
+    element-wise ops (a ReLU): for a 1×1-Conv classifier MWP and the dual put the same mass on
+    every position there, so c-MWP keeps only what one of them lost where its Z is 0."""
+    classifier = classifier_of(graph, logits)
+    if classifier is None:
+        return frozenset()
+    excluded = descendants(graph, classifier.outputs[0])
+    receivers = [classifier.inputs[i] for i in signal_inputs(classifier, graph)]
+    while len(receivers) == 1 and receivers[0] not in excluded:
+        tensor = receivers[0]
+        excluded.add(tensor)
+        node = graph.producer.get(tensor)
+        entry = entry_for(node) if node is not None else None
+        if entry is None or entry.weight_input is not None:
+            break
+        receivers = [node.inputs[i] for i in signal_inputs(node, graph)]
+        shape = graph.shapes.get(tensor)
+        if shape is None or len(receivers) != 1 or graph.shapes.get(receivers[0]) != shape:
+            break
+    return frozenset(excluded)
 
 
 def _copies(graph: Graph, layouts: Mapping[str, Layout]) -> dict[str, str]:
