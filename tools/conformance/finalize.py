@@ -11,8 +11,10 @@ For each export:
   a graph output; a tensor holds a block when, read as NCHW or as NHWC, it equals the exporting
   framework's activation to 1e-4 of that activation's peak (max |got - want| <= 1e-4 max |want|).
   When several tensors hold it (a Relu output and the Transpose or Identity after it), the one
-  produced by the latest node in the graph's node order is recorded; all of them are listed in
-  ``block_candidates``.
+  the block computed is recorded — the latest in the graph's node order whose producer does more
+  than copy values (a Transpose, Reshape or Identity only moves them, and a Transpose copy that
+  feeds one branch of a residual block carries only that branch's share of the signal); all of
+  them are listed in ``block_candidates``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
+
+COPYING_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 
 MATCH_RTOL = 1e-4
 FRAMEWORK = {"torch_script": "torch", "torch_dynamo": "torch", "tf2onnx": "keras", "keras_export": "keras",
@@ -105,7 +109,8 @@ def main():
         "block_matching": {
             "rule": "a tensor holds a block when, read in its recorded layout, max|tensor - activation| <= 1e-4 * "
                     "max|activation| (activation: the exporting framework's own, computed in float32); of several "
-                    "such tensors, the one produced by the latest node in graph order is recorded",
+                    "such tensors, the latest in graph order whose producer is not a Transpose, Reshape, Flatten, "
+                    "Squeeze, Unsqueeze or Identity (a copy) is recorded",
             "layouts": "nchw: (N, C, H, W); nhwc: (N, H, W, C); nc: (N, C)",
         },
         "versions": {e: info[e]["versions"] for e in C.EXPORTERS},
@@ -163,7 +168,8 @@ def main():
                 hits.sort()
                 if not hits:
                     continue
-                _, name, lay, _ = hits[-1]
+                computed = [hit for hit in hits if hit[3] not in COPYING_OPS] or hits
+                _, name, lay, _ = computed[-1]
                 blocks[blk], layouts[blk] = name, lay
                 cands[blk] = [{"tensor": n, "layout": l, "op_type": o, "node_index": i} for i, n, l, o in hits]
             found_all[exporter] = blocks
