@@ -269,14 +269,13 @@ class Oracle:
         signal = outgoing[0]
         acts = self._activations(node)
         if op in PASS_THROUGH or op == "BatchNormalization" or (
-                op in ("Add", "Sub", "Div", "Mul", "Sum") and len(acts) == 1):
+                op in ("Add", "Sub", "Div", "Mul", "Sum", "Max", "Min") and len(acts) == 1):
             name = node.input[acts[0]]
             return [(name, _sum_to_shape(signal, values[name].shape))]
         if op in ("Add", "Sum"):
             return self._add(node, values, signal, acts)
         if op == "Mul":
-            gate_ops = {"Sigmoid", "HardSigmoid", "Tanh"}
-            keep = [i for i in acts if getattr(self.producer.get(node.input[i]), "op_type", "") not in gate_ops]
+            keep = [i for i in acts if not self._is_gate(node.input[i])]
             name = node.input[keep[0]]
             return [(name, _sum_to_shape(signal, values[name].shape))]
         if op in ("MaxPool", "GlobalMaxPool"):
@@ -284,6 +283,17 @@ class Oracle:
         if op in MOVEMENT:
             return self._movement(node, values, outgoing)
         return self._linear(node, values, signal, acts, scales, contrast)
+
+    def _is_gate(self, name):
+        """A Sigmoid, HardSigmoid or Tanh output, or Keras's hard sigmoid: a Clip scaled by a
+        constant (``relu6(x + 3) / 6``)."""
+        producer = self.producer.get(name)
+        op = getattr(producer, "op_type", "")
+        if op in ("Sigmoid", "HardSigmoid", "Tanh"):
+            return True
+        if op in ("Mul", "Div") and producer.input[1] in self.constants:
+            return getattr(self.producer.get(producer.input[0]), "op_type", "") == "Clip"
+        return False
 
     def _add(self, node, values, signal, acts):
         """docs/method.md §3.3: each output's signal goes to the contributions of the output's own

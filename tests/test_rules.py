@@ -51,6 +51,15 @@ def _se_gate(b):
     return b.node("Mul", [x, gate])
 
 
+def _hard_sigmoid_gate(b):
+    """Keras's squeeze-and-excitation with a hard sigmoid, as tf2onnx writes it: a ReLU6 activation
+    times relu6(z + 3) / 6 — both operands come out of a Clip, and only the second is the gate."""
+    x = b.clip(b.conv(b.input_name, 4))
+    z = b.node("Add", [b.conv(b.gap(x), 4, kernel=1, pad=0), b.const(np.float32(3))])
+    gate = b.node("Mul", [b.clip(z), b.const(np.float32(1 / 6))])
+    return b.node("Mul", [x, gate])
+
+
 def _const(b, values, dtype=np.int64):
     return b.const(np.asarray(values, dtype=dtype))
 
@@ -184,6 +193,11 @@ CASES = {
     "sum_three": Case(lambda b: b.node("Sum", [b.input_name, b.relu(b.conv(b.input_name, 3)),
                                                b.conv(b.input_name, 3)])),
     "mul_squeeze_excitation_gate": Case(_se_gate),
+    "mul_hard_sigmoid_gate": Case(_hard_sigmoid_gate),
+    "max_min_relu6": Case(lambda b: b.node("Min", [b.node("Max", [b.input_name, b.const(np.float32(0))]),
+                                                   b.const(np.float32(6))])),
+    "max_min_bounds": Case(lambda b: b.node("Max", [b.const(np.float32(-0.5)), b.node(
+        "Min", [b.input_name, b.const(np.full((1, 3, 1, 1), 0.7, np.float32))])])),
     "mul_silu": Case(lambda b: b.node("Mul", [b.input_name, b.node("Sigmoid", [b.input_name])])),
     "mul_constant": Case(lambda b: b.node("Mul", [b.const(np.float32(-2.0)), b.input_name])),
     # quantisation: a pair canonicalisation keeps (its input also read in float) passes through

@@ -72,3 +72,35 @@ def _operand_refusal(node, graph):
       needs=receiver_shapes(_leading_activation), refusal=_operand_refusal)
 def constant_operand_rule(node, tensors, signals, receivers):
     return pass_to_receivers(node, tensors, signals, receivers)
+
+
+def _bound(node, graph):
+    """The constant bound of a Max or Min (its lowest or highest value), or None."""
+    values = [graph.constant(name) for name in node.inputs if name and graph.is_constant(name)]
+    if not values or any(v is None or v.size == 0 for v in values):
+        return None
+    return (max if node.op_type == "Max" else min)(float(v.min() if node.op_type == "Max" else v.max())
+                                                   for v in values)
+
+
+def _bound_sign(node, graph, non_negative) -> bool:
+    """Max(x, c) is ≥ 0 where c ≥ 0 or x is; Min(x, c) where both are."""
+    bound = _bound(node, graph)
+    x_non_negative = all(node.inputs[i] in non_negative for i in activation_inputs(node, graph))
+    if node.op_type == "Max":
+        return x_non_negative or (bound is not None and bound >= 0)
+    return x_non_negative and bound is not None and bound >= 0
+
+
+def _bound_refusal(node, graph):
+    if len(activation_inputs(node, graph)) != 1:
+        return f"{node.op_type} of several run-time tensors is not supported; all but one must be constants"
+    return None
+
+
+# ReLU and ReLU6 as jax2onnx writes them: Max(x, 0), then Min(·, 6)
+@rule("Max", "Min", signal_inputs=activation_inputs, needs=receiver_shapes(activation_inputs),
+      refusal=_bound_refusal, sign=_bound_sign,
+      rectifier=lambda node, graph: node.op_type == "Max" and _bound(node, graph) == 0)
+def bound_rule(node, tensors, signals, receivers):
+    return pass_to_receivers(node, tensors, signals, receivers)

@@ -57,7 +57,10 @@ class Layout:
 
     @property
     def is_channels_first(self) -> bool:
-        return self.axes[:2] == (BATCH, CHANNELS) and len(self.spatial_axes) == self.rank - 2
+        """(N, C, spatial…), an axis of size one standing for a spatial axis."""
+        spatial = set(self.spatial_axes)
+        return self.axes[:2] == (BATCH, CHANNELS) and all(
+            axis in spatial or role == SINGLETON for axis, role in enumerate(self.axes[2:], 2))
 
     def why_no_map(self) -> Optional[str]:
         """Why a tensor of this layout cannot carry a map, or None when it can."""
@@ -250,6 +253,9 @@ def _grouped(source: Layout, in_shape, out_shape) -> Optional[Layout]:
                 size_out, j = size_out * b[j], j + 1
             else:
                 return None
+        if len(group_in) == len(group_out) == 1:      # an axis kept as it is, of size one or not
+            axes.append(source.axes[group_in[0]])
+            continue
         axes.extend(_group_roles([source.axes[k] for k in group_in if a[k] != 1],
                                  [b[k] for k in group_out]))
     if any(d != 1 for d in a[i:]) or any(d != 1 for d in b[j:]):

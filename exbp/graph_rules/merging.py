@@ -9,17 +9,21 @@ them stays non-negative (TorchRay gives NaN, its issue #18) when a branch is neg
 operands are biases and receive nothing; with a single activation the signal passes through.
 
 Mul of two activations is a gate (squeeze-and-excitation, SiLU written as ``x·sigmoid(x)``): all of
-the signal goes to the input that is not the gate, the gate being the output of a Sigmoid,
-HardSigmoid or Tanh (Mish's ``x·tanh(softplus(x))``). Mul by a constant passes through.
+the signal goes to the input that is not the gate. The gate is the one input whose values the
+graph bounds to [-1, 1]: the output of a Sigmoid, HardSigmoid or Tanh (Mish's
+``x·tanh(softplus(x))``), or of a Clip, after constant scalings and shifts and moves — Keras's hard
+sigmoid is ``relu6(x + 3) / 6``, a Clip to [0, 6] then a Mul by 1/6. A ReLU6 activation, bounded
+to [0, 6], is no gate. Mul by a constant passes through.
 """
 
 from __future__ import annotations
 
 from .broadcasting import unbroadcast
 from .elementwise import pass_to_receivers, receiver_shapes
-from .registry import Need, Recorded, activation_inputs, keeps_sign_of, rule
+from .registry import Need, Recorded, Role, activation_inputs, entry_for, keeps_sign_of, rule
 
-GATE_OPS = ("Sigmoid", "HardSigmoid", "Tanh")
+BOUNDED_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
+GATE_RANGE = (-1.0, 1.0)
 
 
 def _split_needs(node, graph):
@@ -50,19 +54,66 @@ def add_rule(node, tensors, signals, receivers):
     return [unbroadcast(shares[i], tensors.shape(node.inputs[i])) for i in receivers]
 
 
+def value_range(graph, name: str, depth: int = 8):
+    """(low, high) that the graph bounds ``name``'s values to, or None: the bounded ops' ranges,
+    carried through Clip, scalar constant Mul/Div/Add/Sub and ops that only move values."""
+    node = graph.producer.get(name)
+    if node is None or depth == 0:
+        return None
+    if node.op_type in BOUNDED_OPS:
+        return BOUNDED_OPS[node.op_type]
+    entry = entry_for(node)
+    if entry is not None and entry.role is Role.SAME_VALUES:
+        return value_range(graph, node.inputs[0], depth - 1)
+    if node.op_type == "Clip":
+        low, high = (_scalar(graph, node.inputs[i]) if len(node.inputs) > i and node.inputs[i]
+                     else node.attrs.get(key) for i, key in ((1, "min"), (2, "max")))
+        inner = value_range(graph, node.inputs[0], depth - 1) or (-float("inf"), float("inf"))
+        low = inner[0] if low is None else max(low, inner[0])
+        high = inner[1] if high is None else min(high, inner[1])
+        return (low, high) if high < float("inf") and low > -float("inf") else None
+    if node.op_type in ("Mul", "Div", "Add", "Sub") and len(node.inputs) == 2:
+        first, second = (_scalar(graph, operand) for operand in node.inputs)
+        if first is None and second is not None:
+            c, operand = second, node.inputs[0]
+        elif second is None and first is not None and node.op_type in ("Mul", "Add"):
+            c, operand = first, node.inputs[1]
+        else:
+            return None
+        inner = value_range(graph, operand, depth - 1)
+        if inner is None or (node.op_type == "Div" and c == 0):
+            return None
+        apply = {"Mul": lambda v: v * c, "Div": lambda v: v / c, "Add": lambda v: v + c,
+                 "Sub": lambda v: v - c}[node.op_type]
+        ends = sorted(apply(v) for v in inner)
+        return ends[0], ends[1]
+    return None
+
+
+def _scalar(graph, name):
+    value = graph.constant(name) if name else None
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _is_gate(graph, name: str) -> bool:
+    bounds = value_range(graph, name)
+    slack = 1e-6       # a float32 1/6 times 6 is a little over 1
+    return bounds is not None and GATE_RANGE[0] - slack <= bounds[0] and bounds[1] <= GATE_RANGE[1] + slack
+
+
 def _non_gate_input(node, graph):
     activations = activation_inputs(node, graph)
     if len(activations) < 2:
         return activations
-    non_gates = tuple(i for i in activations
-                      if getattr(graph.producer.get(node.inputs[i]), "op_type", None) not in GATE_OPS)
+    non_gates = tuple(i for i in activations if not _is_gate(graph, node.inputs[i]))
     return non_gates if len(non_gates) == 1 else ()
 
 
 def _mul_refusal(node, graph):
     if len(activation_inputs(node, graph)) > 1 and not _non_gate_input(node, graph):
         return ("Mul of two run-time tensors is supported only as a gate, where exactly one input "
-                f"is the output of {', '.join(GATE_OPS)}")
+                "is bounded to [-1, 1] (the output of Sigmoid, HardSigmoid, Tanh, or of a Clip "
+                "after constant scaling)")
     return None
 
 
