@@ -34,14 +34,14 @@ class Tolerances:
     logits: float = 1e-4              # max |Δ logit| / max |logit of A|, at most
     correlation: float = 0.999        # the maps' Pearson correlation, at least
     map_difference: float = 1e-3      # Σ|a − b| / Σ|a|, at most
-    max_point: float = 2.0            # distance of the maps' maxima in image pixels, at most
+    max_point: float = 0.01           # distance of the maps' maxima / the image's diagonal, at most
     top_k: bool = True                # the top-k classes must be the same, in the same order
 
 
 TOLERANCES = {
     "float32": Tolerances(),
-    "float16": Tolerances(logits=1e-2, correlation=0.99, map_difference=0.05, max_point=16.0),
-    "int8": Tolerances(logits=0.1, correlation=0.9, map_difference=0.35, max_point=64.0, top_k=False),
+    "float16": Tolerances(logits=1e-2, correlation=0.999, map_difference=0.02, max_point=0.05),
+    "int8": Tolerances(logits=0.3, correlation=0.95, map_difference=0.3, max_point=0.25, top_k=False),
 }
 
 
@@ -170,7 +170,7 @@ def _compare_one(comparison, name, explainers, pair, size, layers, methods, targ
                 beyond.append(f"{agreement.method} correlation")
             if agreement.difference > tolerances.map_difference:
                 beyond.append(f"{agreement.method} map")
-            if (agreement.max_point_distance or 0.0) > tolerances.max_point:
+            if (agreement.max_point_distance or 0.0) > tolerances.max_point * np.hypot(*size):
                 beyond.append(f"{agreement.method} max point")
         label = a.labels.name(target) if a.labels else str(target)
         comparison.rows.append(ComparedTarget(name, target, label, difference, top[0], top[1],

@@ -4,6 +4,7 @@ perturbed copy does not."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -103,3 +104,44 @@ def test_named_layers_are_compared(twins, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"B: {last} at {blocks_b['residual']}" in result.output
     assert exbp.Explainer(str(last)).default_layer() != blocks_b["residual"]
+
+
+CONFORMANCE = Path(__file__).parent / "data" / "conformance"
+
+
+def test_the_cross_exporter_fixtures_compare_within_the_float32_tolerances(tmp_path):
+    """The TorchScript export of the MobileNet-like fixture against its Keras, tf2onnx and
+    jax2onnx exports (channels last, preprocessing inside), on the fixtures' image."""
+    pixels = np.load(CONFORMANCE / "input.npy")[0].transpose(1, 2, 0)
+    photo = tmp_path / "fixture.png"
+    Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).save(photo)
+    reference = CONFORMANCE / "mobilenet_like" / "torch_script.onnx"
+    for export in ("torch_dynamo", "tf2onnx", "keras_export", "jax2onnx"):
+        result = run("compare", reference, CONFORMANCE / "mobilenet_like" / f"{export}.onnx", photo,
+                     "--targets", 2, "--preset", "none", "--out", tmp_path / export)
+        assert result.exit_code == 0, (export, result.output)
+
+
+def test_a_float16_conversion_compares_within_the_float16_tolerances(tmp_path):
+    float16 = pytest.importorskip("onnxconverter_common.float16",
+                                  reason="the float16 check needs onnxconverter-common (extra 'test')")
+    _, model, _ = residual_net(channels_last=False, size=32)
+    half = save_model(float16.convert_float_to_float16(model, keep_io_types=False), tmp_path / "half.onnx")
+    full = save_model(model, tmp_path / "full.onnx")
+    photos = _photos(tmp_path)
+    assert run("compare", full, half, *photos, "--tolerances", "float16", "--out", tmp_path / "a").exit_code == 0
+    comparison = exbp.compare(full, half, photos)
+    assert all(a.correlation > 0.9999 for row in comparison.rows for a in row.maps)
+
+
+def test_an_int8_qdq_quantisation_compares_within_the_int8_tolerances(tmp_path):
+    from builders import qdq_quantized
+
+    b, model, _ = residual_net(channels_last=False, size=32)
+    full = save_model(model, tmp_path / "full.onnx")
+    qdq = save_model(qdq_quantized(b, model, tmp_path), tmp_path / "int8.onnx")
+    photos = _photos(tmp_path, 3)
+    result = run("compare", full, qdq, *photos, "--tolerances", "int8", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    strict = run("compare", full, qdq, *photos, "--out", tmp_path / "strict")
+    assert strict.exit_code == 4

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import exbp
 import oracle as oracle_module
-from builders import ModelBuilder, mobilenet_like, resnet_like
+from builders import ModelBuilder, mobilenet_like, qdq_quantized, resnet_like
 from conftest import assert_close
 from oracle import Oracle
 
@@ -43,27 +43,6 @@ ARCHITECTURES = {"resnet": lambda: resnet_like(size=32, negative_scale=True),
 QDQ_CONFIGS = {"per_tensor_uint8": (False, "QUInt8"), "per_channel_int8": (True, "QInt8")}
 
 
-def _quantized(b, model, tmp_path, per_channel, activations):
-    q = quantization
-
-    class Calibration(q.CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{b.input_name: b.input(seed=s, batch=1)} for s in range(16)])
-
-        def get_next(self):
-            return next(self.batches, None)
-    source, target = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
-    onnx.save(model, source)
-    logging.disable(logging.WARNING)     # the quantiser's advice to pre-process
-    try:
-        q.quantize_static(str(source), str(target), Calibration(), quant_format=q.QuantFormat.QDQ,
-                          per_channel=per_channel, activation_type=getattr(q.QuantType, activations),
-                          weight_type=q.QuantType.QInt8)
-    finally:
-        logging.disable(logging.NOTSET)
-    return onnx.load(str(target))
-
-
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def architecture(request):
     b, model = ARCHITECTURES[request.param]()
@@ -73,7 +52,7 @@ def architecture(request):
 @pytest.fixture(scope="module", params=sorted(QDQ_CONFIGS))
 def quantized(request, architecture, tmp_path_factory):
     b, model, float_explainer = architecture
-    qdq = _quantized(b, model, tmp_path_factory.mktemp("qdq"), *QDQ_CONFIGS[request.param])
+    qdq = qdq_quantized(b, model, tmp_path_factory.mktemp("qdq"), *QDQ_CONFIGS[request.param])
     return b, model, float_explainer, qdq, exbp.Explainer(qdq)
 
 
@@ -306,7 +285,7 @@ SMALL = {"resnet": (lambda: resnet_like(size=12, negative_scale=True), QDQ_CONFI
 def small_quantized(request, tmp_path_factory):
     build, config = SMALL[request.param]
     b, model = build()
-    qdq = _quantized(b, model, tmp_path_factory.mktemp("small"), *config)
+    qdq = qdq_quantized(b, model, tmp_path_factory.mktemp("small"), *config)
     return b, model, exbp.Explainer(model), qdq, exbp.Explainer(qdq)
 
 

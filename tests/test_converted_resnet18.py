@@ -82,3 +82,18 @@ def test_converted_resnet18_maps_agree_with_the_float_model(models, converted):
             print(f"{converted} {method} {layer}: correlation {correlation:.4f}, relative L1 {distance:.4f}")
             lowest, highest = BOUNDS[converted, method]
             assert correlation >= lowest and distance <= highest, (method, layer, correlation, distance)
+
+
+@pytest.mark.parametrize("converted, tolerances", [("qdq", "int8"), ("float16", "float16")])
+def test_converted_resnet18_compares_within_its_tolerances(models, converted, tolerances):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    photos = [Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)) for _ in range(2)]
+    comparison = exbp.compare(models["float"], models[converted], photos, targets=2, tolerances=tolerances)
+    for row in comparison.rows:
+        print(converted, row.logits_difference, row.top_a == row.top_b,
+              [(a.method, round(a.correlation, 5), round(a.difference, 4), a.max_point_distance)
+               for a in row.maps])
+    assert comparison.within, comparison.table()
+    assert not exbp.compare(models["float"], models[converted], photos[:1], tolerances="float32").within
