@@ -85,3 +85,26 @@ def test_the_default_layer_is_the_same_block_in_every_export(network):
         by_tensor = {tensor: block for block, tensor in _map_blocks(network, export).items()}
         chosen[export] = by_tensor.get(_explainer(network, export).default_layer(), "not a block")
     assert len(set(chosen.values())) == 1 and "not a block" not in chosen.values(), chosen
+
+
+def test_shape_annotations_that_contradict_the_graph_are_ignored():
+    """jax2onnx annotates the tensors it turned channels first with their channels-last shapes
+    (the fixtures have those entries removed); exbp infers shapes from the graph alone."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    export = NETWORKS["resnet_like"]["exports"]["jax2onnx"]
+    model = onnx.load(ROOT / export["file"])
+    convs = [node.output[0] for node in model.graph.node if node.op_type == "Conv"]
+    shapes = {info.name: info for info in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for name in convs:
+        dims = [d.dim_value or d.dim_param for d in shapes[name].type.tensor_type.shape.dim]
+        model.graph.value_info.append(helper.make_tensor_value_info(
+            name, TensorProto.FLOAT, [dims[0], *dims[2:], dims[1]]))
+    annotated = exbp.Explainer(model)
+    x = _input("resnet_like", "jax2onnx")
+    for layer in (annotated.input_spec.name, annotated.default_layer()):
+        np.testing.assert_array_equal(
+            annotated.explain(x, layer=layer).maps,
+            _explainer("resnet_like", "jax2onnx").explain(x, layer=layer).maps)
+    assert annotated.default_layer() == _explainer("resnet_like", "jax2onnx").default_layer()
