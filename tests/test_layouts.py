@@ -148,3 +148,18 @@ def test_squeeze_and_unsqueeze_keep_the_layout_when_the_sizes_are_known_only_at_
     top[0, 0, 2] = 1
     expected = Oracle(model).signal(x_in, top, "gated").sum(axis=2)
     assert_close(explainer.explain(x_in, targets=2, layer="gated", method="mwp").maps[:, 0], expected[0])
+
+
+def test_a_transposed_copy_of_a_padded_tensor_is_no_layer_either():
+    """jax2onnx pads channels last, then transposes to channels first for the max-pool."""
+    b = ModelBuilder((1, 8, 8, 3), seed=9)
+    x = b.relu(b.node("Transpose", [b.conv(b.node("Transpose", [b.input_name], perm=TO_NCHW), 4)],
+                      perm=[0, 2, 3, 1]))
+    padded = b.node("Pad", [x, b.const(np.array([0, 1, 1, 0, 0, 1, 1, 0], np.int64))], name="padded")
+    copy = b.node("Transpose", [padded], perm=TO_NCHW, name="copy")
+    model = b.build(b.gemm(b.flatten(b.gap(b.maxpool(copy, kernel=3, stride=2))), 3))
+    explainer = exbp.Explainer(model)
+    names = [layer.name for layer in explainer.layers()]
+    assert x in names and "padded" not in names and "copy" not in names
+    with pytest.raises(exbp.LayerError, match="border holds no image"):
+        explainer.explain(b.input(), layer="copy")

@@ -82,7 +82,7 @@ def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
     producer = graph.producer
     derived = derive_layouts(graph)
     order = [graph.input_name] + [name for node in graph.nodes for name in node.outputs]
-    layers, layouts, no_map = [], {}, {}
+    layers, layouts, no_map, padded = [], {}, {}, set()
     for name in order:
         if name not in on_path or name == logits:
             continue
@@ -94,8 +94,12 @@ def build_catalogue(graph: Graph, logits: str) -> LayerCatalogue:
         reason = layout.why_no_map() if layout is not None else (
             "exbp could not derive which of its axes hold the channels and which the positions")
         entry = entry_for(producer[name]) if name in producer else None
-        if reason is None and entry is not None and entry.role is Role.NO_MAP:
-            reason = f"it is the output of a {producer[name].op_type}, whose border holds no image"
+        # a copy of a padded tensor (a Transpose after a Pad) holds the same border
+        copied = entry is not None and entry.role is Role.SAME_VALUES and producer[name].inputs[0] in padded
+        if reason is None and entry is not None and (entry.role is Role.NO_MAP or copied):
+            reason = (no_map[producer[name].inputs[0]] if copied else
+                      f"it is the output of a {producer[name].op_type}, whose border holds no image")
+            padded.add(name)
         if reason is not None:
             no_map[name] = reason
             continue
