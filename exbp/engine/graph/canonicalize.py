@@ -33,6 +33,9 @@ from .constant_folding import fold_static_shapes
 from .model import Graph, Node, Shape, _folded_model, inferred_shapes
 
 
+SQRT2 = float(np.sqrt(2.0))
+
+
 @dataclass(frozen=True)
 class CanonicalGraph:
     graph: Graph
@@ -162,7 +165,8 @@ def _scalar_constant(rewrite: Rewrite, name: str):
 
 
 def _with_constant(node: Node, rewrite: Rewrite):
-    """(the activation operand, the scalar constant) of a binary op with one scalar constant."""
+    """(the activation operand, the scalar constant, the operand's position) of a binary op with
+    one scalar constant, else None."""
     if node.domain != "" or len(node.inputs) != 2:
         return None
     for own, other in ((0, 1), (1, 0)):
@@ -227,9 +231,6 @@ def _erf_gelu(rewrite: Rewrite):
         if has_x and abs(factor - 0.5) < 1e-7:
             return removed, x, current, aliased[:-1]
     return None
-
-
-SQRT2 = float(np.sqrt(2.0))
 
 
 def _renamed_inputs(node: Node, renames: Mapping[str, str]) -> Node:
