@@ -8,6 +8,12 @@ the op's definition in the ONNX spec, and a layer's signal follows docs/method.m
 
 Max pooling loops over windows; data-movement ops are traced by running them on a tensor of
 unique ids; a BatchNormalization that is a Conv's only consumer scales that Conv's matrix.
+
+A LayerNormalization, its statistics held at their recorded values, is an affine map per element
+and passes the signal through. A Mul of two activations is a gate: the signal goes to the operand
+that is not computed by a squashing function (Sigmoid, HardSigmoid, Tanh, or Erf as in GELU's
+``x · 0.5 · (1 + erf(x/√2))``), looking back through arithmetic with constants. Integer tensors
+(shapes, indices, bounds computed from shapes) carry no signal and count as constants.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from onnx.reference import ReferenceEvaluator
 
 PASS_THROUGH = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
                 "Dropout", "Identity", "Cast", "LRN", "Elu", "Selu", "Celu", "Softplus", "Softsign",
-                "Gelu", "Mish", "ThresholdedRelu", "QuantizeLinear", "DequantizeLinear"}
+                "Gelu", "Mish", "ThresholdedRelu", "QuantizeLinear", "DequantizeLinear",
+                "LayerNormalization"}
+SQUASHING = {"Sigmoid", "HardSigmoid", "Tanh", "Erf"}
 MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Pad", "Slice", "Gather",
             "Concat", "Split"}
 
@@ -213,8 +221,9 @@ class Oracle:
         for node in self.graph.node:
             if node.op_type == "Constant":
                 arrays[node.output[0]] = numpy_helper.to_array(attributes(node)["value"])
-        self.constants = {name: a.astype(np.float64) if a.dtype.kind == "f" else a
-                          for name, a in arrays.items()}
+        self.model_constants = {name: a.astype(np.float64) if a.dtype.kind == "f" else a
+                                for name, a in arrays.items()}
+        self.constants = self.model_constants
         self.producer = {o: n for n in self.graph.node for o in n.output}
         self.classifier = classifier
         output = self.graph.output[0].name
@@ -228,7 +237,9 @@ class Oracle:
         """The signal at ``layer`` (rows, *shape) for ``top`` (K, *logits shape)."""
         values = forward(self.model, x.astype(np.float32))
         values = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in values.items()}
-        values.update(self.constants)
+        values.update(self.model_constants)
+        self.constants = {**self.model_constants,
+                          **{k: v for k, v in values.items() if v.dtype.kind in "iub"}}
         scales = self._batchnorm_scales(values)
         self.lost = {}   # node name -> mass lost there, per row
         signals = {self.logits: np.asarray(top, dtype=np.float64)}
@@ -285,15 +296,15 @@ class Oracle:
         return self._linear(node, values, signal, acts, scales, contrast)
 
     def _is_gate(self, name):
-        """A Sigmoid, HardSigmoid or Tanh output, or Keras's hard sigmoid: a Clip scaled by a
-        constant (``relu6(x + 3) / 6``)."""
-        producer = self.producer.get(name)
-        op = getattr(producer, "op_type", "")
-        if op in ("Sigmoid", "HardSigmoid", "Tanh"):
+        """A squashing function's output (Sigmoid, HardSigmoid, Tanh, Erf) up to arithmetic with
+        constants, or Keras's hard sigmoid: a Clip scaled by a constant (``relu6(x + 3) / 6``)."""
+        node = self.producer.get(name)
+        if (node is not None and node.op_type in ("Mul", "Div") and node.input[1] in self.constants
+                and getattr(self.producer.get(node.input[0]), "op_type", "") == "Clip"):
             return True
-        if op in ("Mul", "Div") and producer.input[1] in self.constants:
-            return getattr(self.producer.get(producer.input[0]), "op_type", "") == "Clip"
-        return False
+        while node is not None and node.op_type in ("Add", "Sub", "Mul", "Div") and len(self._activations(node)) == 1:
+            node = self.producer.get(node.input[self._activations(node)[0]])
+        return node is not None and node.op_type in SQUASHING
 
     def _add(self, node, values, signal, acts):
         """docs/method.md §3.3: each output's signal goes to the contributions of the output's own

@@ -1,12 +1,12 @@
 """Quantised (int8 QDQ) and float16 models explain like the float model they came from
-(docs/method.md §3.5).
+(docs/method.md §3.6).
 
 * The weights behind DequantizeLinear are folded into ``scale · (q − zero_point)``, computed here by
   hand from the initializers (per tensor and per channel), and BatchNorm folds across a QDQ pair.
 * The QDQ walk is exact: its maps equal the dense oracle's on the float model built here with the
   dequantised weights and with its activations forced to the dequantised values exbp recorded.
 * Against the float model, QDQ and float16 maps agree within the tolerances measured below
-  (docs/method.md §3.5 lists them); the bounds leave a margin over the worst measured case.
+  (docs/method.md §3.6 lists them); the bounds leave a margin over the worst measured case.
 
 The quantised and float16 models are made by the tools engineers use: onnxruntime's
 ``quantize_static`` (QDQ format) and onnxconverter-common's ``convert_float_to_float16``.

@@ -1,6 +1,6 @@
 """A torchvision ResNet-18 (random weights, eval mode), exported to ONNX, quantised to int8 QDQ
 with calibration on random images and converted to float16: all three explain, and their maps at
-the pixels and at layer3 agree with the float model's (docs/method.md §3.5). Needs torch and
+the pixels and at layer3 agree with the float model's (docs/method.md §3.6). Needs torch and
 torchvision (the optional `reference` extra) and skips cleanly without them.
 """
 
@@ -23,7 +23,7 @@ float16 = pytest.importorskip("onnxconverter_common.float16", reason="needs onnx
 SIZE = 224
 LAYER3 = "/layer3/layer3.1/relu_1/Relu_output_0"
 # (min correlation, max relative L1) per converted model and method, at both layers. Measured
-# (docs/method.md §3.5): QDQ MWP 0.9997 / 0.012, c-MWP 0.998 / 0.056; float16 1.0000 / 0.0014.
+# (docs/method.md §3.6): QDQ MWP 0.9997 / 0.012, c-MWP 0.998 / 0.056; float16 1.0000 / 0.0014.
 BOUNDS = {("qdq", "mwp"): (0.99, 0.05), ("qdq", "cmwp"): (0.98, 0.15),
           ("float16", "mwp"): (0.9999, 0.01), ("float16", "cmwp"): (0.9999, 0.01)}
 

@@ -64,6 +64,61 @@ def _const(b, values, dtype=np.int64):
     return b.const(np.asarray(values, dtype=dtype))
 
 
+def _floats(b, *shape, low=-1.0, high=1.0):
+    return b.const(b.rng.uniform(low, high, shape).astype(np.float32))
+
+
+def _channels_last(b, x):
+    return b.node("Transpose", [x], perm=[0, 2, 3, 1])
+
+
+def _layer_norm(b, x, channels, bias=True, **attrs):
+    """LayerNormalization with a scale of mixed signs (a channel with a negative γ flips)."""
+    inputs = [x, b.const(np.array([1.5, -0.7, 0.4, 1.1][:channels], np.float32))]
+    if bias:
+        inputs.append(_floats(b, channels))
+    return b.node("LayerNormalization", inputs, epsilon=1e-5, **attrs)
+
+
+def _gelu_torch_form(b, x):
+    """torch.nn.functional.gelu as PyTorch exports it before opset 20."""
+    erf = b.node("Erf", [b.node("Div", [x, b.const(np.float32(np.sqrt(2.0)))])])
+    return b.node("Mul", [b.node("Mul", [x, b.node("Add", [erf, b.const(np.float32(1.0))])]),
+                          b.const(np.float32(0.5))])
+
+
+def _gelu_half_first(b, x):
+    """The same GELU with 1/√2 and 0.5 as Mul factors, the half applied to x first."""
+    erf = b.node("Erf", [b.node("Mul", [b.const(np.float32(1 / np.sqrt(2.0))), x])])
+    return b.node("Mul", [b.node("Add", [b.const(np.float32(1.0)), erf]),
+                          b.node("Mul", [x, b.const(np.float32(0.5))])])
+
+
+def _linear_last_axis(b, x, inputs, outputs):
+    return b.node("Add", [b.node("MatMul", [x, _floats(b, inputs, outputs)]), _floats(b, outputs)])
+
+
+def _convnext_block(b):
+    """ConvNeXt's block: depthwise 7×7 (3×3 here), channels last, LayerNorm, Linear, GELU (Erf),
+    Linear, channels first, layer scale, residual."""
+    x = b.conv(b.input_name, 3, group=3)
+    h = _layer_norm(b, _channels_last(b, x), 3)
+    h = _linear_last_axis(b, _gelu_torch_form(b, _linear_last_axis(b, h, 3, 8)), 8, 3)
+    h = b.node("Mul", [_floats(b, 3, 1, 1, low=0.1, high=1.0), b.node("Transpose", [h], perm=[0, 3, 1, 2])])
+    return b.add(h, x)
+
+
+def _chunk(b):
+    """PyTorch's ``x.chunk(2, dim=1)``: Slice bounds from the (static) channel dim of a tensor
+    with a dynamic batch, swapped and concatenated."""
+    x = b.conv(b.input_name, 4)
+    channels = b.node("Gather", [b.node("Shape", [x]), _const(b, [1])], axis=0)
+    half = b.node("Div", [b.node("Add", [channels, _const(b, [1])]), _const(b, [2])])
+    first = b.node("Slice", [x, _const(b, [0]), half, _const(b, [1])])
+    second = b.node("Slice", [x, half, b.node("Mul", [half, _const(b, [2])]), _const(b, [1])])
+    return b.concat([b.relu(second), first])
+
+
 CASES = {
     # Conv: attributes one at a time, then together
     "conv": Case(lambda b: b.conv(b.input_name, 4)),
@@ -106,6 +161,8 @@ CASES = {
         b.const(b.rng.normal(size=5).astype(np.float32))])),
     "matmul_3d": Case(lambda b: b.node("MatMul", [b.node("Reshape", [b.input_name, _const(b, [0, 18, 6])]),
                                                   b.const(b.rng.normal(size=(6, 4)).astype(np.float32))])),
+    "matmul_4d_channels_last": Case(lambda b: b.node("MatMul", [_channels_last(b, b.input_name),
+                                                                 _floats(b, 3, 5)])),
     "matmul_activation_second": Case(lambda b: b.node("MatMul", [
         b.const(b.rng.normal(size=(4, 18)).astype(np.float32)),
         b.node("Reshape", [b.input_name, _const(b, [0, 18, 6])])])),
@@ -143,6 +200,15 @@ CASES = {
     "pass_through_prelu": Case(lambda b: b.node("PRelu", [
         b.input_name, b.const(np.array([0.2, -0.5, 1.5], np.float32).reshape(3, 1, 1))])),
     "clip": Case(lambda b: b.clip(b.input_name)),
+    # normalisation by the sample's statistics and GELU's Erf form (docs/method.md §3.5)
+    "layer_normalization_channels_last": Case(lambda b: _linear_last_axis(
+        b, _layer_norm(b, _channels_last(b, b.input_name), 3), 3, 4)),
+    "layer_normalization_over_chw_no_bias": Case(lambda b: b.conv(b.node(
+        "LayerNormalization", [b.input_name, _floats(b, 3, 6, 6)], axis=1), 2)),
+    "gelu_erf_form": Case(lambda b: b.conv(_gelu_torch_form(b, b.conv(b.input_name, 4)), 2)),
+    "gelu_erf_form_half_first": Case(lambda b: _gelu_half_first(b, b.input_name)),
+    "gelu_op_before_conv": Case(lambda b: b.conv(b.node("Gelu", [b.conv(b.input_name, 4)]), 2), opset=20),
+    "convnext_block": Case(_convnext_block),
     "lrn": Case(lambda b: b.node("LRN", [b.input_name], size=3)),
     "cast": Case(lambda b: b.node("Cast", [b.input_name], to=1)),
     "batchnorm_unfoldable": Case(lambda b: b.batchnorm(b.input_name, negative_scale=True)),
@@ -180,6 +246,7 @@ CASES = {
                                                             _const(b, [2, 3]), _const(b, [-1, -2])])),
     "slice_attributes_opset9": Case(lambda b: b.node("Slice", [b.input_name], starts=[1], ends=[3], axes=[1]),
                                     opset=9),
+    "slice_bounds_from_static_shape": Case(_chunk),
     "split_and_concat": Case(lambda b: b.concat(list(reversed(b.node(
         "Split", [b.input_name, _const(b, [2, 4])], outputs=2, axis=2))), axis=2)),
     "split_one_branch": Case(lambda b: b.node("Split", [b.input_name], outputs=3, axis=1)[1]),

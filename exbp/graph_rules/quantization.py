@@ -4,7 +4,7 @@ A QDQ-quantised model (onnxruntime's ``quantize_static`` with ``QuantFormat.QDQ`
 quantised tensor ``x`` as ``DequantizeLinear(QuantizeLinear(x))``; its weights are
 ``DequantizeLinear`` of integer constants, which the constant folding turns into float weights when
 the model is loaded. Canonicalisation removes the activations' pairs wherever their consumers read
-only the dequantised tensor (docs/method.md §3.5); a pair it keeps (``x`` also read in float) is
+only the dequantised tensor (docs/method.md §3.6); a pair it keeps (``x`` also read in float) is
 walked by this rule, and the rules after it read the recorded, dequantised values.
 
 The pair's output is ≥ 0 where its input is, and wherever its zero point is the lowest code of

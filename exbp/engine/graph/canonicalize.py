@@ -1,10 +1,12 @@
 """Rewriting the graph before the walk so that the rules stay simple: :data:`PASSES`, in order.
 
+* Shape arithmetic on statically known shapes is folded into constants (a Slice whose bounds come
+  from ``Shape(x)[1]``, PyTorch's ``chunk``), even where the batch dim is dynamic.
 * Identity and (inference-mode) Dropout are removed; their consumers read the input directly.
 * QuantizeLinear→DequantizeLinear pairs on activations (a QDQ-quantised model's) are removed: their
   consumers read the float tensor the pair quantised, under the float model's name, and the
   recording gives that tensor the pair's dequantised values (``recorded_as``), which are what the
-  quantised model computes (docs/method.md §3.5).
+  quantised model computes (docs/method.md §3.6).
 * Gemm's ``alpha`` is folded into its constant operand, so the linear rule never sees it.
 * A per-output-channel affine op — BatchNormalization, or Mul/Add/Sub/Div by a per-channel
   constant — that is the only consumer of a Conv or Gemm with constant weights is folded into that
@@ -12,6 +14,8 @@
   ``W·γ/σ`` decides which contributions are positive. (Caffe and TorchRay pass BN through as identity;
   the two differ only in channels whose BN scale is negative.) An affine op that cannot be folded
   stays, and its rule passes the signal through.
+* GELU written with Erf, ``x · 0.5 · (1 + Erf(x / √2))``, becomes one Gelu node (docs/method.md
+  §3.5).
 * Every op's parameters are read into one form whatever the opset (the rule's ``parameters``):
   where an opset moved an attribute into a constant input, the rule then reads ``node.attrs``.
 
@@ -23,12 +27,17 @@ into, which ``aliases`` records so that a user may still name it as the map laye
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import numpy as np
+import onnx
 
 from ...graph_rules import entry_for
-from .model import Graph, Node
+from .constant_folding import fold_static_shapes
+from .model import Graph, Node, Shape, _folded_model, inferred_shapes
+
+
+SQRT2 = float(np.sqrt(2.0))
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,30 @@ class Rewrite:
     aliases: dict[str, str] = field(default_factory=dict)
     protected: frozenset[str] = frozenset()      # tensors that must keep their names
     recorded_as: dict[str, str] = field(default_factory=dict)
+    shapes: Mapping[str, Shape] = field(default_factory=dict)   # inferred; None for unknown dims
+    template: Optional[onnx.ModelProto] = None   # the graph's model for shape inference
 
     def constant(self, name: str):
         return self.constants.get(name)
 
     def is_constant(self, name: str) -> bool:
         return name in self.constants
+
+
+def fold_static_shape_arithmetic(rewrite: Rewrite) -> None:
+    """Folds, then infers the shapes again where something was folded: onnx's shape inference
+    does not propagate values through Div, so the tensors after a chunk's Slice have unknown
+    shapes until its bounds are constants, and the next chunk needs them."""
+    shapes = dict(rewrite.shapes)
+    while True:
+        count = len(rewrite.constants)
+        rewrite.nodes = fold_static_shapes(rewrite.nodes, rewrite.constants, shapes, rewrite.opset,
+                                           rewrite.protected)
+        if len(rewrite.constants) == count or rewrite.template is None:
+            return
+        model = _folded_model(rewrite.template, rewrite.nodes, rewrite.constants,
+                              rewrite.template.graph.input[0])
+        shapes.update(inferred_shapes(model)[0])
 
 
 def drop_identity_and_dropout(rewrite: Rewrite) -> None:
@@ -120,18 +147,119 @@ def read_parameters(rewrite: Rewrite) -> None:
     rewrite.nodes = nodes
 
 
+def fuse_erf_gelu(rewrite: Rewrite) -> None:
+    """``x · 0.5 · (1 + Erf(x / √2))`` (or ``x · (1/√2)`` inside the Erf, and the factors in any
+    order) becomes ``Gelu(x)``, whose rule passes the signal through (docs/method.md §3.5).
+
+    A pass rather than a Mul rule: the Erf form is one activation of one tensor written as six
+    ops, not a gate between two signals. Recognised once, it is the op whose rule exists already,
+    and the sign analysis and the walk see one activation. A Mul rule would have to tell from the
+    gate's ancestry, at every Mul, that ``1 + Erf(·)`` is a non-negative function of the other
+    operand, where the Erf's own output is signed. The intermediate tensors vanish; the product
+    before the last factor carries the output's signal and is recorded as its alias."""
+    while True:
+        match = _erf_gelu(rewrite)
+        if match is None:
+            return
+        removed, x, output, aliased = match
+        gelu = Node(op_type="Gelu", name=removed[-1].name, inputs=(x,), outputs=(output,),
+                    attrs={"approximate": "none"})
+        for name in aliased:
+            rewrite.aliases[name] = output
+        rewrite.nodes = [gelu if node is removed[-1] else node for node in rewrite.nodes
+                         if not any(node is r for r in removed[:-1])]
+
+
 PASSES: tuple[Callable[[Rewrite], None], ...] = (
-    drop_identity_and_dropout, remove_activation_quantization, fold_gemm_alpha,
+    fold_static_shape_arithmetic, drop_identity_and_dropout, remove_activation_quantization,
+    fuse_erf_gelu, fold_gemm_alpha,
     fold_affine_into_linear, read_parameters)
 
 
 def canonicalize(graph: Graph, passes=PASSES) -> CanonicalGraph:
     rewrite = Rewrite(nodes=list(graph.nodes), constants=dict(graph.constants), opset=graph.opset,
-                      protected=frozenset({graph.output_name}))
+                      protected=frozenset({graph.output_name}), shapes=graph.shapes,
+                      template=graph.inference_model)
     for rewrite_pass in passes:
         rewrite_pass(rewrite)
     return CanonicalGraph(graph=graph.with_nodes(rewrite.nodes, rewrite.constants),
                           aliases=rewrite.aliases, recorded_as=rewrite.recorded_as)
+
+
+def _scalar_constant(rewrite: Rewrite, name: str):
+    value = rewrite.constant(name)
+    if value is None or value.size != 1 or value.dtype.kind != "f":
+        return None
+    return float(value.reshape(-1)[0])
+
+
+def _with_constant(node: Node, rewrite: Rewrite):
+    """(the activation operand, the scalar constant, the operand's position) of a binary op with
+    one scalar constant, else None."""
+    if node.domain != "" or len(node.inputs) != 2:
+        return None
+    for own, other in ((0, 1), (1, 0)):
+        value = _scalar_constant(rewrite, node.inputs[other])
+        if value is not None and not rewrite.is_constant(node.inputs[own]):
+            return node.inputs[own], value, own
+    return None
+
+
+def _erf_gelu(rewrite: Rewrite):
+    """(nodes to remove in order, last one replaced; x; the GELU's output; aliased tensors) of the
+    first Erf-written GELU in the graph, or None."""
+    producer = {out: node for node in rewrite.nodes for out in node.outputs}
+    consumers: dict[str, list[Node]] = {}
+    for node in rewrite.nodes:
+        for name in node.inputs:
+            consumers.setdefault(name, []).append(node)
+
+    def only_consumer(name: str):
+        found = consumers.get(name, [])
+        return found[0] if len(found) == 1 and name not in rewrite.protected else None
+
+    for erf in rewrite.nodes:
+        if erf.op_type != "Erf" or erf.domain != "" or erf.inputs[0] not in producer:
+            continue
+        scaled = producer[erf.inputs[0]]
+        operand = _with_constant(scaled, rewrite)
+        if (operand is None or only_consumer(scaled.outputs[0]) is not erf
+                or not ((scaled.op_type == "Div" and operand[2] == 0 and abs(operand[1] - SQRT2) < 1e-4)
+                        or (scaled.op_type == "Mul" and abs(operand[1] - 1 / SQRT2) < 1e-4))):
+            continue
+        x = operand[0]
+        one = only_consumer(erf.outputs[0])
+        plus_one = one and _with_constant(one, rewrite)
+        if not plus_one or one.op_type != "Add" or plus_one[1] != 1.0:
+            continue
+        # the product of (1 + Erf), x and 0.5, in any order and grouping, one Mul after another
+        removed, factor, has_x, current = [scaled, erf, one], 1.0, False, one.outputs[0]
+        aliased = []
+        while not (has_x and abs(factor - 0.5) < 1e-7):
+            mul = only_consumer(current)
+            if mul is None or mul.op_type != "Mul" or mul.domain != "" or len(mul.inputs) != 2:
+                break
+            other = mul.inputs[1] if mul.inputs[0] == current else mul.inputs[0]
+            value = _scalar_constant(rewrite, other)
+            half_x = producer.get(other)
+            half_x_operand = half_x and _with_constant(half_x, rewrite)
+            if value is not None:
+                factor *= value
+            elif other == x and not has_x:
+                has_x = True
+            elif (not has_x and half_x is not None and half_x.op_type == "Mul" and half_x_operand
+                    and half_x_operand[0] == x and only_consumer(other) is mul):
+                has_x, factor = True, factor * half_x_operand[1]
+                removed.append(half_x)
+            else:
+                break
+            removed.append(mul)
+            current = mul.outputs[0]
+            if has_x:
+                aliased.append(current)
+        if has_x and abs(factor - 0.5) < 1e-7:
+            return removed, x, current, aliased[:-1]
+    return None
 
 
 def _renamed_inputs(node: Node, renames: Mapping[str, str]) -> Node:

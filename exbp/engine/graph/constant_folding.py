@@ -10,6 +10,11 @@ QuantizeLinear of float ones before that); they become float constants here, so 
 see float weights: ``scale · (q − zero_point)``, per tensor, per channel along ``axis`` or per
 block. NumPy computes them, as the specification defines them, at every opset (onnx's reference
 evaluator has these ops only from opset 19).
+
+Shape arithmetic on statically known shapes is folded too (:func:`fold_static_shapes`, once shape
+inference has run): a Shape whose input's dims are known, or the known dims a Gather or Slice picks
+from a Shape whose batch dim is dynamic, become constants, and so does the arithmetic over them.
+PyTorch's ``x.chunk(2, dim=1)`` exports that way: Slice bounds computed from ``Shape(x)[1]``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def fold_constants(nodes: list, constants: dict, opset: int) -> list:
     kept = []
     for node in nodes:
         present = [name for name in node.inputs if name]
-        foldable = (node.domain == "" and node.op_type not in NOT_FOLDED
+        foldable = (node.domain == "" and node.op_type not in NOT_FOLDED and node.proto is not None
                     and (node.op_type == "Constant" or present)
                     and all(name in constants for name in present))
         values = None
@@ -106,3 +111,75 @@ def _along_axis(parameter: np.ndarray, shape: tuple, axis: int, block_size: int)
     if parameter.ndim != 1 or parameter.shape[0] != shape[axis]:
         return None
     return parameter.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+
+
+# ---- shape arithmetic on statically known shapes ------------------------------------------------
+
+def fold_static_shapes(nodes: list, constants: dict, shapes: dict, opset: int,
+                       protected=frozenset()) -> list:
+    """The nodes that stay once every Shape value that ``shapes`` (inferred, None for a dim
+    unknown before run time) fixes is a constant, with the arithmetic over it; ``constants``
+    receives the values. A Shape output with some unknown dims is followed as a list of known
+    and unknown dims through Gather and Slice with constant indices, and becomes a constant where
+    those pick known dims only (``Shape(x)[1]`` of an (N, C, H, W) tensor with a dynamic batch).
+    Shape nodes that nothing reads any more are dropped (``protected`` tensors are kept)."""
+    nodes = _folded_shapes(nodes, constants, shapes, opset)
+    while True:
+        read = {name for node in nodes for name in node.inputs} | set(protected)
+        kept = [node for node in nodes if node.op_type != "Shape" or node.outputs[0] in read]
+        if len(kept) == len(nodes):
+            return nodes
+        nodes = kept
+
+
+def _folded_shapes(nodes: list, constants: dict, shapes: dict, opset: int) -> list:
+    while True:
+        partial: dict[str, list] = {}     # a Shape-derived int64 vector: its dims, None = unknown
+        kept, folded = [], False
+        for node in nodes:
+            dims = _shape_dims(node, constants, shapes, partial)
+            if dims is not None and all(d is not None for d in dims[0]):
+                values, scalar = dims
+                constants[node.outputs[0]] = np.asarray(values[0] if scalar else values, np.int64)
+                folded = True
+                continue
+            if dims is not None and not dims[1]:
+                partial[node.outputs[0]] = dims[0]
+            kept.append(node)
+        nodes = fold_constants(kept, constants, opset)
+        if not folded:
+            return nodes
+
+
+def _shape_dims(node, constants: dict, shapes: dict, partial: dict):
+    """(dims, is a scalar) of a Shape, or of a Gather or Slice of a Shape-derived vector with
+    constant indices; None for any other node, or one whose dims cannot be known."""
+    if node.domain != "" or len(node.outputs) != 1:
+        return None
+    if node.op_type == "Shape":
+        shape = shapes.get(node.inputs[0])
+        if shape is None:
+            return None
+        start, end = node.attrs.get("start", 0), node.attrs.get("end")
+        return list(shape)[slice(start, end)], False
+    source = partial.get(node.inputs[0]) if node.inputs else None
+    if source is None:
+        return None
+    if node.op_type == "Gather" and node.attrs.get("axis", 0) == 0 and node.inputs[1] in constants:
+        indices = np.asarray(constants[node.inputs[1]])
+        if indices.ndim > 1 or not all(-len(source) <= int(i) < len(source) for i in indices.reshape(-1)):
+            return None
+        return [source[int(i)] for i in indices.reshape(-1)], indices.ndim == 0
+    if node.op_type == "Slice" and node.attrs.get("starts") is None:   # opset 10 on: bounds as inputs
+        bounds = [np.asarray(constants[name]).reshape(-1) if name in constants else None
+                  for name in node.inputs[1:3]]
+        extra = [name for name in node.inputs[3:] if name]
+        if any(b is None or b.size != 1 for b in bounds) or not all(name in constants for name in extra):
+            return None
+        axes = np.asarray(constants[node.inputs[3]]).reshape(-1) if len(node.inputs) > 3 and node.inputs[3] else [0]
+        steps = np.asarray(constants[node.inputs[4]]).reshape(-1) if len(node.inputs) > 4 and node.inputs[4] else [1]
+        if [int(a) for a in axes] not in ([0], [-1]) or int(steps[0]) == 0:
+            return None
+        start, end, step = (max(min(int(v), 2 ** 62), -2 ** 62) for v in (bounds[0][0], bounds[1][0], steps[0]))
+        return source[slice(start, end, step)], False
+    return None

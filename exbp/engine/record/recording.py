@@ -15,7 +15,7 @@ rounding (tests/test_recording.py checks it), and they make the forward pass muc
 
 The walk names tensors as the canonical graph does; ``recorded_as`` maps a canonical tensor to the
 model's tensor that holds its values (a QDQ model's float tensor to its dequantised copy,
-docs/method.md §3.5). The input is fed in the dtype the model takes (float16 for a float16 model),
+docs/method.md §3.6). The input is fed in the dtype the model takes (float16 for a float16 model),
 and recorded float16 values come back as float32, in which the walk computes.
 """
 
