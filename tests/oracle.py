@@ -238,8 +238,10 @@ class Oracle:
         values = forward(self.model, x.astype(np.float32))
         values = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in values.items()}
         values.update(self.model_constants)
+        # integer tensors are shapes and indices, except a QuantizeLinear's codes, which carry signal
+        codes = {out for node in self.graph.node if node.op_type == "QuantizeLinear" for out in node.output}
         self.constants = {**self.model_constants,
-                          **{k: v for k, v in values.items() if v.dtype.kind in "iub"}}
+                          **{k: v for k, v in values.items() if v.dtype.kind in "iub" and k not in codes}}
         scales = self._batchnorm_scales(values)
         self.lost = {}   # node name -> mass lost there, per row
         signals = {self.logits: np.asarray(top, dtype=np.float64)}

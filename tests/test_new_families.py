@@ -94,13 +94,14 @@ def convnext_like():
 FAMILIES = {"squeezenet": squeezenet_like, "shufflenet": shufflenet_like, "convnext": convnext_like}
 
 
-def _oracle_maps(model, x, targets, layer, method):
+def _oracle_maps(model, x, targets, layer, method, channels_last=False):
     oracle = Oracle(model, classifier="classifier")
     logits = forward(model, x)[oracle.logits]
     top = np.zeros((len(targets),) + logits.shape)
     for k, t in enumerate(targets):
         top[k, :, t] = 1.0
-    maps = oracle.signal(x, top, layer, (1.0,) if method == "cmwp" else None).sum(axis=2).swapaxes(0, 1)
+    signal = oracle.signal(x, top, layer, (1.0,) if method == "cmwp" else None)
+    maps = signal.sum(axis=-1 if channels_last else 2).swapaxes(0, 1)   # (N, H, W, C) sums the last
     return np.maximum(maps, 0) if method == "cmwp" else maps
 
 
@@ -116,31 +117,34 @@ def _channels_last(model) -> set:
     return found
 
 
-def _nchw_layers(explainer, b, model):
-    """The pixels and every 4-D tensor of the catalogue whose channels are axis 1 (which axis a
-    channels-last tensor's map sums is the layout work's, not checked here)."""
+def _map_layers(explainer, b, model):
+    """The pixels and every 4-D tensor of the catalogue, each with whether its channels are last
+    (found here from the Transposes, independently of exbp's layouts, which must agree)."""
     channels_last = _channels_last(model)
-    return [b.input_name] + [layer.name for layer in explainer.layers()[:-1]
-                             if layer.shape and len(layer.shape) == 4 and layer.name not in channels_last]
+    layers = [layer for layer in explainer.layers()[:-1] if layer.shape and len(layer.shape) == 4]
+    for layer in layers:
+        assert layer.layout == ("NHWC" if layer.name in channels_last else "NCHW"), layer
+    return [(layer.name, layer.name in channels_last) for layer in layers]
 
 
 @pytest.mark.parametrize("method", ["mwp", "cmwp"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_family_matches_the_oracle_at_the_pixels_and_nchw_layers(family, method):
+def test_family_matches_the_oracle_at_the_pixels_and_every_layer(family, method):
     b, model = FAMILIES[family]()
     explainer = exbp.Explainer(model)
     assert explainer.report().explainable and explainer.refusal(b.input_name, "cmwp") is None
     x = b.input(seed=8, batch=2)
     logits = forward(model, x)[model.graph.output[0].name]
     targets = [int(t) for t in np.argsort(-logits[0])[:2]]   # SqueezeNet: classes scoring > 0
-    layers = _nchw_layers(explainer, b, model)
-    assert len(layers) > 2
-    for layer in layers:
+    layers = _map_layers(explainer, b, model)
+    assert len(layers) > 2 and layers[0][0] == b.input_name
+    for layer, channels_last in layers:
         shape = explainer.session.graph.shapes.get(layer) or (0, 0, 0, 0)
-        if method == "cmwp" and (explainer.refusal(layer, "cmwp") is not None or shape[2:] == (1, 1)):
+        spatial = shape[1:3] if channels_last else shape[2:]
+        if method == "cmwp" and (explainer.refusal(layer, "cmwp") is not None or spatial == (1, 1)):
             continue   # above the classifier, or one position, where the difference sums to 0
         got = explainer.explain(x, targets=targets, layer=layer, method=method).maps
-        assert_close(got, _oracle_maps(model, x, targets, layer, method))
+        assert_close(got, _oracle_maps(model, x, targets, layer, method, channels_last))
 
 
 def test_cmwp_at_the_input_of_a_1x1_conv_classifier_is_zero():
