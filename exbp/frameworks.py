@@ -47,33 +47,49 @@ def onnx_from_torch(module, example_input, opset: int = OPSET, dynamo: bool = Fa
 
 
 def onnx_from_keras(model, opset: int = OPSET) -> onnx.ModelProto:
-    """A Keras model exported by Keras itself (Keras 3, ``format="onnx"``), else by tf2onnx."""
+    """A Keras model exported by Keras itself (Keras 3, ``format="onnx"``), else by tf2onnx, with
+    a dynamic batch axis."""
     try:
         import keras
+        import tensorflow as tf
     except ImportError:
-        raise ModelError("Explainer.from_keras needs Keras; install it (pip install keras tensorflow)") from None
+        raise ModelError("Explainer.from_keras needs Keras and TensorFlow; install them "
+                         "(pip install keras tensorflow)") from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"from_keras takes a keras.Model, got {type(model).__name__}")
+    if len(model.inputs) != 1:
+        raise ModelError(f"from_keras takes a model with one input; this one has {len(model.inputs)}")
+    shape = tuple(model.inputs[0].shape)
+    signature = (tf.TensorSpec((None,) + shape[1:], model.inputs[0].dtype, name="input"),)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         try:
-            model.export(str(path), format="onnx", verbose=False, opset_version=opset)
-        except TypeError:            # an older Keras without opset_version
-            model.export(str(path), format="onnx", verbose=False)
-        except (ValueError, NotImplementedError):
-            return _tf2onnx(model, opset)
+            model.export(str(path), format="onnx", verbose=False, input_signature=signature,
+                         opset_version=opset)
+        except (ValueError, NotImplementedError, TypeError):   # a Keras that cannot export ONNX
+            return _without_unused_inputs(_tf2onnx(model, signature, opset))
         except Exception as exc:
             raise ModelError(f"Keras's ONNX export failed: {str(exc).splitlines()[0]}") from None
-        return onnx.load(str(path))
+        return _without_unused_inputs(onnx.load(str(path)))
 
 
-def _tf2onnx(model, opset: int) -> onnx.ModelProto:
+def _tf2onnx(model, signature, opset: int) -> onnx.ModelProto:
     try:
         import tf2onnx
     except ImportError:
         raise ModelError("this Keras cannot export ONNX itself; install tf2onnx") from None
     try:
-        proto, _ = tf2onnx.convert.from_keras(model, opset=opset)
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     except Exception as exc:
         raise ModelError(f"tf2onnx failed: {str(exc).splitlines()[0]}") from None
     return proto
+
+
+def _without_unused_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Keras's exporter leaves a Normalization layer's mean and variance as graph inputs that no
+    node reads; onnxruntime would want them fed."""
+    read = {name for node in model.graph.node for name in node.input}
+    unused = [value for value in model.graph.input if value.name not in read]
+    for value in unused[:len(model.graph.input) - 1]:
+        model.graph.input.remove(value)
+    return model

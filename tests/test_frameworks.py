@@ -44,11 +44,14 @@ def test_from_torch_refuses_what_is_not_a_module():
 
 
 def test_from_keras_explains_a_channels_last_model():
+    """With a preprocessing layer before the first convolution (whose mean and variance Keras's
+    exporter leaves as unused graph inputs)."""
     keras = pytest.importorskip("keras", reason="Explainer.from_keras needs keras and tensorflow")
     pytest.importorskip("tensorflow", reason="Explainer.from_keras needs tensorflow")
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 127.5, offset=-1),
+        keras.layers.Normalization(mean=[0.1, -0.2, 0.0], variance=[0.8, 1.2, 1.0]),
         keras.layers.Conv2D(6, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])

@@ -104,7 +104,8 @@ class OrtConvolutions:
                 nodes, "exbp_kernel",
                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [f"d{i}" for i in range(rank)])],
                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], constants)
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            # IR 8 is opset 17's: a newer onnx would write its own, which an older onnxruntime refuses
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
             options = ort.SessionOptions()
             options.log_severity_level = 3
             # one pool per kernel session: idle pools must sleep, not spin, or they take the
