@@ -65,14 +65,15 @@ def _onnxruntime_intermediates(model, feeds):
     return values
 
 
-def excite_dense(matrix, x, signal, pooling=False):
+def excite_dense(matrix, x, signal, negative=None):
     """docs/method.md §1 with an explicit matrix; signal (rows, outputs) -> ((rows, inputs), the mass
-    per row that reaches outputs whose contributions are all ≤ 0 and is lost)."""
+    per row that reaches outputs whose contributions of the sharing sign are all 0 and is lost).
+    ``negative`` (§3.1): the outputs that share by their negative contributions (a negative
+    output), as a boolean per output; None: none do."""
     z = matrix * x.reshape(-1)[None, :]
     shares = np.maximum(z, 0)
-    if pooling:    # no weights, only sums (docs/method.md §3.1): a negative sum goes to its negative parts
-        negative_sum = z.sum(axis=1) < 0
-        shares[negative_sum] = np.maximum(-z[negative_sum], 0)
+    if negative is not None:
+        shares[negative] = np.maximum(-z[negative], 0)
     total = shares.sum(axis=1)
     scaled = np.where(total > 0, signal / np.where(total > 0, total, 1), 0)
     return scaled @ shares, signal[:, total == 0].sum(axis=1)
@@ -229,6 +230,48 @@ class Oracle:
         output = self.graph.output[0].name
         final = self.producer.get(output)
         self.logits = final.input[0] if final is not None and final.op_type == "Softmax" else output
+
+    def _head(self):
+        """The logits and the tensors down to the first op with weights below them, through
+        single-activation ops (none where there is no such op): the top signal starts at a class
+        unit there."""
+        head, name = set(), self.logits
+        while name in self.producer:
+            head.add(name)
+            node = self.producer[name]
+            acts = self._activations(node)
+            if node.op_type == "Mul":
+                acts = [i for i in acts if not self._is_gate(node.input[i])]
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+                return head
+            if len(acts) != 1:
+                break
+            name = node.input[acts[0]]
+        return set()
+
+    def _rectified_only(self, name):
+        """Whether only ReLUs (Relu, a Clip from 0) read ``name``."""
+        readers = self._consumers(name)
+        return bool(readers) and all(
+            r.op_type == "Relu" or (r.op_type == "Clip" and len(r.input) > 1 and r.input[1]
+                                    and float(self.model_constants[r.input[1]]) >= 0)
+            or (r.op_type == "Max" and any(n in self.model_constants and np.all(self.model_constants[n] == 0)
+                                           for n in r.input)) for r in readers)
+
+    def _after_affine(self, node):
+        """A Conv's or Gemm's output after the per-channel affine ops (BatchNorm, arithmetic with a
+        constant) that alone read it in a chain: its sign is that of the folded op (§3.4). Other
+        ops' own output (a MatMul's before a bias Add)."""
+        name = node.output[0]
+        if node.op_type not in ("Conv", "Gemm"):
+            return name
+        while True:
+            readers = self._consumers(name)
+            if len(readers) != 1 or not (readers[0].op_type == "BatchNormalization" or (
+                    readers[0].op_type in ("Mul", "Div", "Add", "Sub") and len(readers[0].input) == 2
+                    and readers[0].input[1] in self.model_constants)):
+                return name
+            name = readers[0].output[0]
 
     def _consumers(self, name):
         return [n for n in self.graph.node if name in n.input]
@@ -391,8 +434,13 @@ class Oracle:
         if node.name in scales:
             matrix = scales[node.name][:, None] * matrix
         flat = signal.reshape(signal.shape[0], -1)
-        pooling = op in ("AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
-        own, self.lost[node.name] = excite_dense(matrix, x, flat, pooling)
+        negative = None
+        if node.output[0] not in self._head() and not self._rectified_only(self._after_affine(node)):
+            # (the top signal starts at a unit, whatever its sign; a ReLU gives no signal to negatives)
+            pooling = op in ("AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
+            negative = ((matrix * x.reshape(-1)[None, :]).sum(axis=1) < 0 if pooling
+                        else values[self._after_affine(node)].reshape(-1) < 0)
+        own, self.lost[node.name] = excite_dense(matrix, x, flat, negative)
         if contrast is not None and node.name == self.classifier:
             dual, _ = excite_dense(-matrix, x, flat)
             own = np.concatenate([own - c * dual for c in contrast], axis=0)

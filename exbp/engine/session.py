@@ -26,7 +26,7 @@ from .graph.canonicalize import canonicalize
 from .graph.layers import build_catalogue
 from .graph.loading import default_opset, load_model
 from .graph.model import Graph, shapes_for_input
-from .graph.paths import descendants, find_logits, reaching_logits, refusal_of
+from .graph.paths import descendants, find_logits, head_tensors, reaching_logits, refusal_of
 from .graph.signs import non_negative_tensors, rectified_tensors
 from .record.recorded import derived_nodes
 from .record.recording import Recorder, without_initializer_data
@@ -85,7 +85,7 @@ class ModelSession:
         self.logits = find_logits(self.graph)
         self.catalogue = build_catalogue(self.graph, self.logits)
         self.non_negative = non_negative_tensors(self.graph)
-        self.rectified = rectified_tensors(self.graph)
+        self.no_negative_signal = rectified_tensors(self.graph) | head_tensors(self.graph, self.logits)
         self._walks: dict[str, tuple[WalkPlan, Recorder, dict]] = {}
         self._shapes_by_input: dict[tuple, dict] = {}
         self._forward: Optional[Recorder] = None
@@ -180,7 +180,7 @@ class ModelSession:
         logits = self.backend.to_host(recorded[self.logits]).astype(np.float32, copy=False)
         values = {name: self.backend.asarray(value) for name, value in recorded.items()}
         return logits, TensorStore(self.constants, values, shapes, owners, self.non_negative,
-                                   self.rectified)
+                                   self.no_negative_signal)
 
     def refusal(self, layer: Optional[str], method: Method, input_shape=None) -> Optional[str]:
         """Why explaining with ``method`` at ``layer`` would be refused, or None if it would run."""

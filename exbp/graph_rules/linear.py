@@ -38,7 +38,7 @@ from ..engine.graph.model import Graph, Node
 from .geometry import window_geometry
 from .layouts import CHANNELS_FIRST, matrix_layout, reduced_layout
 from .onnx_form import NEGATIVE, POSITIVE, listed, weight_part_nodes
-from .registry import (Need, Recorded, activation_inputs, by_opset, keeps_sign_of, rule,
+from .registry import (Need, Recorded, activation_inputs, by_opset, entry_for, keeps_sign_of, rule,
                        values_of)
 
 
@@ -55,23 +55,22 @@ class LinearOp:
 def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None, output=None):
     """The rule above for the activation ``x_name``; ``normaliser`` is Z when the recording
     computed it already (it is used up: each recorded Z serves one rule call). ``output``: the
-    op's output, for ops without weights, whose negative sums are shared by sign."""
+    op's output, whose negative sums are shared by sign where its negative values carry signal."""
     xp = tensors.xp
     x = tensors.value(x_name)
     has_negative_inputs = tensors.may_be_negative(x_name) and bool(x.min() < 0)
     x_pos = xp.maximum(x, 0) if has_negative_inputs else x
+    x_neg = xp.minimum(x, 0) if has_negative_inputs else None
     with_negative = has_negative_inputs and op.has_negative_weights
-    if with_negative:
-        x_neg = xp.minimum(x, 0)
     if normaliser is None:
         z = op.forward(x_pos, POSITIVE)
         if with_negative:
             z = z + op.forward(x_neg, NEGATIVE)
     else:
         z = normaliser
-    if (has_negative_inputs and not op.has_negative_weights and output is not None
+    if ((has_negative_inputs or op.has_negative_weights) and output is not None
             and tensors.negatives_carry_signal(output)):
-        return _excite_signed_pooling(tensors, x, x_pos, z, signal, op)
+        return _excite_by_sign(tensors, x_pos, x_neg, z, signal, op, output)
     scaled = signal * tensors.kernels.safe_reciprocal(z)
     result = _times(op.transpose(scaled, POSITIVE), x_pos)
     if with_negative:
@@ -79,18 +78,29 @@ def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None, output=N
     return result
 
 
-def _excite_signed_pooling(tensors, x, x_pos, z_pos, signal, op: LinearOp):
-    """Positive weights over a signed input (pooling after HardSwish, say): an output whose sum is
-    negative shares its signal by the negative contributions, ``P·x_j⁻ / Σ x_k⁻`` (docs/method.md
-    §3.1), where the z⁺ rule would have none to give it to and lose it."""
+def _excite_by_sign(tensors, x_pos, x_neg, z_pos, signal, op: LinearOp, output: str):
+    """A negative output shares its signal by the negative contributions,
+    ``P·(x_j w_ij)⁻ / Σ_k (x_k w_ik)⁻`` (docs/method.md §3.1), where the z⁺ rule would share it
+    by the positive ones, or lose it where there are none (a linear bottleneck's projection,
+    pooling after HardSwish). The sign is the recorded output's for ops with weights (whose bias
+    counts), the contributions' sum's for pooling. ``x_neg`` is None where x ≥ 0."""
     xp, reciprocal = tensors.xp, tensors.kernels.safe_reciprocal
-    magnitude_neg = xp.maximum(-x, 0)                    # |x⁻|
-    z_neg = op.forward(magnitude_neg, POSITIVE)          # |Σ x⁻| per output
-    negative_output = z_neg > z_pos
+    z_neg = 0       # Σ (x w)⁻ as a magnitude: x⁺·|W⁻| + |x⁻|·W⁺
+    if op.has_negative_weights:
+        z_neg = z_neg - op.forward(x_pos, NEGATIVE)
+    if x_neg is not None:
+        z_neg = z_neg - op.forward(x_neg, POSITIVE)
+    negative_output = tensors.value(output) < 0 if op.has_negative_weights else z_neg > z_pos
     positive_share = xp.where(negative_output, 0, signal * reciprocal(z_pos))
     negative_share = xp.where(negative_output, signal * reciprocal(z_neg), 0)
-    return (_times(op.transpose(positive_share, POSITIVE), x_pos)
-            + _times(op.transpose(negative_share, POSITIVE), magnitude_neg))
+    result = _times(op.transpose(positive_share, POSITIVE), x_pos)
+    if x_neg is not None and op.has_negative_weights:
+        result += _times(op.transpose(positive_share, NEGATIVE), x_neg)
+    if op.has_negative_weights:
+        result -= _times(op.transpose(negative_share, NEGATIVE), x_pos)
+    if x_neg is not None:
+        result -= _times(op.transpose(negative_share, POSITIVE), x_neg)
+    return result
 
 
 def _times(transposed, x):
@@ -104,6 +114,17 @@ def _times(transposed, x):
 
 def _activation_values(node: Node, graph: Graph) -> tuple[Need, ...]:
     return tuple(Need(Recorded.VALUE, node.inputs[i]) for i in activation_inputs(node, graph))
+
+
+def _with_signed_output(needs):
+    """``needs`` and, unless only rectifiers read the output (its negative values then carry no
+    signal), the output's value: its sign decides how a rule shares (§3.1)."""
+    def with_output(node: Node, graph: Graph) -> tuple[Need, ...]:
+        readers = [(reader, entry_for(reader)) for reader in graph.consumers_of(node.outputs[0])]
+        rectified = readers and all(entry is not None and entry.rectifier(reader, graph)
+                                    for reader, entry in readers)
+        return tuple(needs(node, graph)) + (() if rectified else (Need(Recorded.VALUE, node.outputs[0]),))
+    return with_output
 
 
 def _one_activation(op_name: str):
@@ -167,7 +188,7 @@ def _spatial_sizes(node, tensors, signals) -> tuple[tuple, tuple, tuple]:
     return kernel, tuple(tensors.value(node.inputs[0]).shape[-n:]), tuple(signals[0].shape[-n:])
 
 
-@rule("Conv", needs=values_of(0), refusal=_constant_weight_refusal, weight_input=_first_weight,
+@rule("Conv", needs=_with_signed_output(values_of(0)), refusal=_constant_weight_refusal, weight_input=_first_weight,
       derived={Recorded.NORMALISER: _conv_normaliser_nodes}, **CHANNELS_FIRST)
 def conv_rule(node, tensors, signals, receivers):
     kernel, in_spatial, out_spatial = _spatial_sizes(node, tensors, signals)
@@ -175,7 +196,7 @@ def conv_rule(node, tensors, signals, receivers):
     conv, conv_transpose = _convolutions(tensors, node, geometry, in_spatial, out_spatial)
     op = LinearOp(forward=conv, transpose=conv_transpose)
     return [excite(tensors, node.inputs[0], signals[0], op,
-                   tensors.recorded(node, Recorded.NORMALISER))]
+                   tensors.recorded(node, Recorded.NORMALISER), output=node.outputs[0])]
 
 
 def _conv_transpose_pads(node: Node, kernel, in_spatial, out_spatial) -> tuple[int, ...]:
@@ -199,7 +220,7 @@ def _conv_transpose_refusal(node: Node, graph: Graph):
     return _constant_weight_refusal(node, graph)
 
 
-@rule("ConvTranspose", needs=values_of(0), refusal=_conv_transpose_refusal,
+@rule("ConvTranspose", needs=_with_signed_output(values_of(0)), refusal=_conv_transpose_refusal,
       weight_input=_first_weight, **CHANNELS_FIRST)
 def conv_transpose_rule(node, tensors, signals, receivers):
     """f is the transposed convolution (weight (C_in, C_out/group, *k)) and fᵀ the convolution with
@@ -211,7 +232,7 @@ def conv_transpose_rule(node, tensors, signals, receivers):
                 "pads": _conv_transpose_pads(node, kernel, in_spatial, out_spatial)}
     conv, conv_transpose = _convolutions(tensors, node, geometry, out_spatial, in_spatial)
     op = LinearOp(forward=conv_transpose, transpose=conv)
-    return [excite(tensors, node.inputs[0], signals[0], op)]
+    return [excite(tensors, node.inputs[0], signals[0], op, output=node.outputs[0])]
 
 
 # ---- Gemm and MatMul --------------------------------------------------------------------------
@@ -246,7 +267,7 @@ def _matrix_activation_value(node: Node, graph: Graph) -> tuple[Need, ...]:
 
 
 _MATRIX_RULE = dict(signal_inputs=_matrix_activation, weight_input=_matrix_weight,
-                    needs=_matrix_activation_value, layout=matrix_layout(_matrix_activation))
+                    needs=_with_signed_output(_matrix_activation_value), layout=matrix_layout(_matrix_activation))
 
 
 @rule("Gemm", refusal=_one_activation("Gemm"), **_MATRIX_RULE)
@@ -264,7 +285,7 @@ def _excite_matrix(node, tensors, signals, act: int, transposed: tuple[bool, boo
     weight_name = node.inputs[1 - act]
     op = _matrix_op(tensors.xp, tensors.weight(weight_name).part, act_first=act == 0,
                     act_transposed=transposed[act], weight_transposed=transposed[1 - act])
-    return [excite(tensors, node.inputs[act], signals[0], op)]
+    return [excite(tensors, node.inputs[act], signals[0], op, output=node.outputs[0])]
 
 
 # ---- Pooling and reductions: weights all positive ---------------------------------------------

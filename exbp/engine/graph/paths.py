@@ -98,18 +98,31 @@ def classifier_of(graph: Graph, logits: str) -> Optional[Node]:
     """The classifier (docs/method.md §2): the first op with weights below the logits, reached
     through a chain of ops with one signal input each whose outputs no other op on the way to the
     logits reads; None where the logits are reached otherwise."""
+    return _head(graph, logits)[1]
+
+
+def head_tensors(graph: Graph, logits: str) -> frozenset[str]:
+    """The logits and the tensors down to the classifier's output, where there is a classifier:
+    the top signal starts at its class unit, whatever the sign of its value."""
+    chain, classifier = _head(graph, logits)
+    return frozenset(chain) if classifier is not None else frozenset()
+
+
+def _head(graph: Graph, logits: str) -> tuple[list[str], Optional[Node]]:
+    """(the tensors from the logits down to the classifier's output, the classifier or None)."""
     upward = reaching_logits(graph, logits)
-    name = logits
+    name, chain = logits, []
     while name in graph.producer:
         node = graph.producer[name]
         readers = [n for n in graph.consumers_of(name) if any(o in upward for o in n.outputs)]
         if name != logits and len(readers) > 1:
-            return None
+            return chain, None
+        chain.append(name)
         rule = rule_for(node)
         if rule is not None and rule.weight_input is not None:
-            return node
+            return chain, node
         receivers = [i for i in signal_inputs(node, graph) if node.inputs[i] in upward]
         if len(receivers) != 1:
-            return None
+            return chain, None
         name = node.inputs[receivers[0]]
-    return None
+    return chain, None

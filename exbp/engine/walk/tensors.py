@@ -15,16 +15,17 @@ from ..record.recorded import recorded_name
 class TensorStore:
     def __init__(self, constants: ConstantStore, values: Mapping[str, object],
                  shapes: Mapping[str, tuple], derived_for: Mapping[str, object] = {},
-                 non_negative: AbstractSet[str] = frozenset(), rectified: AbstractSet[str] = frozenset()):
+                 non_negative: AbstractSet[str] = frozenset(),
+                 no_negative_signal: AbstractSet[str] = frozenset()):
         """``derived_for``: the node each recorded derived quantity belongs to;
-        ``non_negative``: tensors that are ≥ 0 for every input; ``rectified``: tensors that feed
-        only rectifiers."""
+        ``non_negative``: tensors that are ≥ 0 for every input; ``no_negative_signal``: tensors
+        whose negative values receive no signal (docs/method.md §3.1)."""
         self._constants = constants
         self._values = values
         self._shapes = shapes
         self._derived_for = derived_for
         self._non_negative = non_negative
-        self._rectified = rectified
+        self._no_negative_signal = no_negative_signal
         self.kernels = constants.backend
         self.xp = constants.backend.xp
 
@@ -41,8 +42,10 @@ class TensorStore:
         return name not in self._non_negative
 
     def negatives_carry_signal(self, name: str) -> bool:
-        """False when ``name`` feeds only rectifiers: its negative values receive no signal."""
-        return name not in self._rectified
+        """False when ``name``'s negative values receive no signal: it feeds only rectifiers, or
+        it is the logits or on the way down from them to the classifier, where the top signal
+        starts at a class unit whatever the sign of its value."""
+        return name not in self._no_negative_signal
 
     def constant(self, name: str) -> np.ndarray:
         """A constant on the host, for small parameters (axes, pads, indices)."""
