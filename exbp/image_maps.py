@@ -53,20 +53,24 @@ def explain_image(explainer, path: str | Path, preprocessing: Preprocessing,
     return result
 
 
-def explain_images(explainer, paths: Sequence[str | Path], preprocessing: Preprocessing,
+def explain_images(explainer, paths: Sequence[str | Path | Image.Image], preprocessing: Preprocessing,
                    targets: Sequence = ("top1",), methods: Sequence[str] = ("mwp", "cmwp"),
                    layer: Optional[str] = None, max_image_pixels: int = MAX_IMAGE_PIXELS):
     """:func:`explain_image` for several images in one batch (the model runs once for all the
     images whose inputs have one shape); per path, its maps or the InputError that stopped it, so
     that one bad image loses nothing but itself. Errors that concern the model, the targets or
-    the layer rather than an image are raised."""
+    the layer rather than an image are raised. A path may also be an image already decoded (a
+    Pillow image), named by its ``filename`` or its place in ``paths``."""
     started = time.perf_counter()
     results: list = [None] * len(paths)
     inputs = {}
     channels = preprocessing.channels_for(explainer.input_spec.shape)
     for index, path in enumerate(paths):
         try:
-            image = load_image(path, max_image_pixels)
+            if isinstance(path, Image.Image):
+                image, path = path, getattr(path, "filename", "") or f"image {index}"
+            else:
+                image = load_image(path, max_image_pixels)
             inputs[index] = (Path(path), image, preprocessing.to_input(image, channels))
         except InputError as exc:
             results[index] = exc

@@ -9,6 +9,7 @@ on from there.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections import Counter
 from importlib import resources
@@ -127,9 +128,13 @@ def _plural(count: int, word: str) -> str:
               show_default=True, help="Refuse image files with more pixels.")
 @click.option("--max-input-pixels", type=click.IntRange(1), default=exbp.MAX_INPUT_PIXELS,
               show_default=True, help="Refuse to resize images for the model beyond this many pixels.")
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Run on Ray Data (extra 'ray'): maps to --out as Parquet and NPY, not images.")
+@click.option("--ray-actors", type=click.IntRange(1), default=2, show_default=True,
+              help="Ray actors, each holding the model once.")
 def explain(model, images, targets, method, layer, out, formats, preset, size, mean, std, scale,
             bgr, layout, labels_file, device, recursive, batch_size, alpha, cmap, annotate, resume,
-            overwrite, max_image_pixels, max_input_pixels):
+            overwrite, max_image_pixels, max_input_pixels, on_ray, ray_actors):
     """Explain MODEL's prediction on IMAGES (files or folders) and write maps to --out."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
@@ -144,9 +149,54 @@ def explain(model, images, targets, method, layer, out, formats, preset, size, m
     except exbp.ExbpError as exc:
         _fail(exc, model)
     files = _expand(images, recursive)
+    if on_ray:
+        overrides = dict(size=size, mean=mean, std=std, scale=scale, bgr=bgr, layout=layout)
+        sys.exit(_explain_on_ray(model, files, specs, methods, layer, preset, overrides, out,
+                                 batch_size, ray_actors, overwrite))
     run = Run(explainer, model, settings, methods, layer, formats or exbp.DEFAULT_FORMATS,
               exbp.OverlayStyle(alpha=alpha, cmap=cmap, annotate=annotate), max_image_pixels)
     sys.exit(run.go(out, [(path, specs) for path in files], batch_size, resume, overwrite))
+
+
+def _explain_on_ray(model, files, specs, methods, layer, preset, overrides, out, batch_size, actors,
+                    overwrite) -> int:
+    """`exbp explain --ray`: the files through exbp.ray.ExplainBatch on Ray Data; the rows (path,
+    error, targets, probabilities, maps, max points) to --out/maps (Parquet) and each method's maps
+    to --out/<method> (NPY, in the rows' order), as Ray Data writes them."""
+    try:
+        import ray
+        from exbp.ray import ExplainBatch
+    except ImportError:
+        raise click.ClickException("--ray needs Ray; install the extra: pip install -e \".[ray]\"") from None
+    written = [out / name for name in ("maps", *methods)]
+    if any(path.exists() for path in written) and not overwrite:
+        raise click.ClickException(f"{out} holds an earlier --ray run; use --overwrite or another --out")
+    try:
+        exbp.create_writable_folder(out)
+    except exbp.ExbpError as exc:
+        _fail(exc, model)
+    for path in written:
+        if path.exists():
+            shutil.rmtree(path)
+    ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True   # NPY rows = Parquet rows
+    dataset = ray.data.from_items([{"path": str(path)} for path in files])
+    explained = dataset.map_batches(
+        ExplainBatch, batch_size=batch_size, concurrency=actors, batch_format="numpy",
+        fn_constructor_kwargs=dict(model=str(model), methods=methods, targets=specs, layer=layer,
+                                   preset=preset, **{k: v for k, v in overrides.items() if v is not None}))
+    explained = explained.materialize()
+    explained.write_parquet(str(out / "maps"))
+    for name in methods:
+        explained.select_columns([name]).write_numpy(str(out / name), column=name)
+    errors = [row for row in explained.select_columns(["path", "error"]).iter_rows() if row["error"]]
+    for row in errors:
+        click.echo(f"skipped {row['path']}: {row['error']}", err=True)
+    click.echo(f"wrote {out / 'maps'} (Parquet) and {', '.join(str(out / m) for m in methods)} (NPY): "
+               f"{_plural(len(files) - len(errors), 'image')}, {len(errors)} failed", err=True)
+    if len(errors) == len(files):
+        return 1
+    return PARTIAL_FAILURE if errors else 0
 
 
 def _target_specs(targets, explainer: exbp.Explainer) -> list:
