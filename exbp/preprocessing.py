@@ -23,6 +23,7 @@ individual values given by the caller. Metadata keys (values use the same text a
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -255,18 +256,24 @@ def model_channels(model_input_shape, layout: str) -> int:
     return channels if isinstance(channels, int) and channels > 0 else 3
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """The image at ``path``, fully decoded; InputError (one line) if it cannot be read or has
-    more than ``max_pixels`` pixels (checked from its header, before decoding)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError((f"image {path} does not exist" if not path.exists()
-                          else f"image path {path} is not a file") + "; give the path of an image file")
+def load_image(path: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The image at ``path`` (or in ``bytes``, an upload), fully decoded; InputError (one line) if
+    it cannot be read or has more than ``max_pixels`` pixels (checked from its header, before
+    decoding)."""
+    if isinstance(path, (bytes, bytearray)):
+        source, path = io.BytesIO(path), "the uploaded image"
+        if not source.getbuffer().nbytes:
+            raise InputError("the uploaded image is empty; send an image file")
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise InputError((f"image {path} does not exist" if not path.exists()
+                              else f"image path {path} is not a file") + "; give the path of an image file")
     try:
         with warnings.catch_warnings():
             # exbp's own cap below replaces Pillow's decompression-bomb warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.width * image.height > max_pixels:
                     raise InputError(f"image {path} is {image.width}x{image.height}, above the cap "
                                      f"of {max_pixels} pixels; resize it or raise the cap")
