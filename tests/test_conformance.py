@@ -108,3 +108,15 @@ def test_shape_annotations_that_contradict_the_graph_are_ignored():
             annotated.explain(x, layer=layer).maps,
             _explainer("resnet_like", "jax2onnx").explain(x, layer=layer).maps)
     assert annotated.default_layer() == _explainer("resnet_like", "jax2onnx").default_layer()
+
+
+@pytest.mark.parametrize("export", ["torch_script", "keras_export", "jax2onnx"])
+def test_check_and_layers_show_the_derived_layouts(export):
+    from conftest import run
+
+    path = ROOT / NETWORKS["mobilenet_like"]["exports"][export]["file"]
+    layout = NETWORKS["mobilenet_like"]["exports"][export]["input_layout"].upper()
+    check = run("check", path)
+    assert check.exit_code == 0 and f"{layout} (derived from the graph)" in check.output
+    first = run("layers", path).output.splitlines()[0].split()
+    assert first[-1] == layout

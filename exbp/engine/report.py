@@ -22,6 +22,7 @@ class CheckReport:
     default_layer: str
     verdicts: dict[str, Optional[str]]                    # method -> why refused, None if it runs
     pixels: Optional[str]                                  # why maps at the input are refused
+    input_layout: str = ""                                 # "NCHW", "NHWC": derived from the graph
 
     @property
     def explainable(self) -> bool:
@@ -30,7 +31,8 @@ class CheckReport:
 
     def lines(self) -> list[str]:
         lines = [f"opset: {self.opset} (exbp supports {MIN_OPSET} to {MAX_OPSET})",
-                 f"input: {self.input[0]} {shape_text(self.input[1])}",
+                 f"input: {self.input[0]} {shape_text(self.input[1])}"
+                 + (f" {self.input_layout} (derived from the graph)" if self.input_layout else ""),
                  f"outputs: {', '.join(f'{name} {shape_text(shape)}' for name, shape in self.outputs)}",
                  f"logits: {self.logits[0]} {shape_text(self.logits[1])}",
                  "ops with rules: " + (', '.join(f'{op} ×{count}' for op, count in
@@ -56,7 +58,8 @@ def check_report(session) -> CheckReport:
         logits=(session.logits, shapes.get(session.logits)), ops_with_rules=dict(counts),
         refused=tuple(session.unsupported_nodes()), default_layer=session.default_layer(),
         verdicts={name: session.refusal(None, method) for name, method in METHODS.items()},
-        pixels=session.refusal(graph.input_name, METHODS["mwp"]))
+        pixels=session.refusal(graph.input_name, METHODS["mwp"]),
+        input_layout=getattr(session.catalogue.layout(graph.input_name), "letters", ""))
 
 
 def shape_text(shape) -> str:
