@@ -18,6 +18,7 @@ from builders import ModelBuilder, resnet_like, vgg_like
 from conftest import assert_close
 from gradient_oracle import EPSILON, GradientOracle, input_jacobian
 from oracle import forward
+from test_pointing_game import colour_model, voc_dataset  # noqa: F401 (a fixture, a dataset)
 from test_rules import CASES, case_model, random_top
 from exbp.graph_rules import RULES, Propagation
 
@@ -210,3 +211,39 @@ def test_propagate_refuses_mixed_kinds():
     with pytest.raises(exbp.MethodError, match="one propagation kind"):
         exbp.Explainer(model).propagate(b.input(), np.zeros((1, 1, 5), np.float32),
                                         methods=("mwp", "gradient"))
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+def test_cli_explain_takes_method_names_and_comma_lists(tmp_path):
+    from conftest import run, save_image, save_model, summary
+    b, model = resnet_like(size=16, classes=5)
+    path = save_model(model, tmp_path / "resnet.onnx")
+    image = save_image(tmp_path / "photo.png", (16, 16), (200, 30, 60))
+    out = tmp_path / "out"
+    result = run("explain", path, image, "--method", "both,gradient,gradcam", "--out", out, "--format", "json")
+    assert result.exit_code == 0, result.output
+    records = summary(out)["results"]
+    assert [r["method"] for r in records] == ["mwp", "cmwp", "gradient", "gradcam"]
+    assert {r["method"]: r["layer"] for r in records}["gradient"] == b.input_name
+    bad = run("explain", path, image, "--method", "mwp,smoothgrad", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "smoothgrad" in bad.stderr and "gradcam" in bad.stderr
+    refused = run("explain", save_model(vgg_like(size=16)[1], tmp_path / "vgg.onnx"), image,
+                  "--method", "cam", "--out", tmp_path / "vgg")
+    assert refused.exit_code == 1 and "CAM needs a global average pooling" in refused.stderr
+
+
+def test_cli_pointing_game_takes_the_comparison_methods(colour_model, tmp_path):
+    """The colour model's CAM for "red" is the red pixels' mean: it points at the red boxes."""
+    import json
+
+    from conftest import run
+    model = colour_model
+    (tmp_path / "classes.txt").write_text("cat: red\ndog: green\n")
+    out = tmp_path / "out"
+    result = run("pointing-game", model, "--voc", voc_dataset(tmp_path / "voc"), "--classes",
+                 tmp_path / "classes.txt", "--method", "mwp", "--method", "cam,gradient", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {row["method"]: row for row in json.loads((out / "pointing.json").read_text())["table"]}
+    assert set(rows) == {"mwp", "cam", "gradient", "centre"}
+    assert rows["cam"]["all"] == 100.0
