@@ -1,4 +1,4 @@
-r"""LRP-ε (docs/method.md §9.4), written once for every op that is affine in its signal inputs.
+r"""LRP-ε (docs/method.md §9.3), written once for every op that is affine in its signal inputs.
 
 For such an op, ``z = f(x) + b`` (a Conv or Gemm with its bias, an Add whose constant operand is a
 bias, an average pooling, a BatchNormalization that was not folded), the ε rule of Bach et al.
