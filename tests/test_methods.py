@@ -110,13 +110,15 @@ def test_gradient_saliency_is_the_jacobian_row(network):
     assert got.layer == b.input_name
 
 
+@pytest.mark.parametrize("device", ["cpu", "numpy"])
 @pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided", "lrp"])
 @pytest.mark.parametrize("network", sorted(NETWORKS))
-def test_pixel_maps_match_the_oracle_chain(network, method):
+def test_pixel_maps_match_the_oracle_chain(network, method, device):
+    """``numpy``: exbp's own kernels (the CuPy backend's) rather than onnxruntime's convolutions."""
     b, model = NETWORKS[network]()
     x = b.input(seed=3)
     targets = [0, 4]
-    got = exbp.Explainer(model).explain(x, targets=targets, method=method)
+    got = exbp.Explainer(model, device=device).explain(x, targets=targets, method=method)
     oracle = GradientOracle(model)
     logits = _logits(model, x)
     top = np.zeros((2,) + logits.shape)
