@@ -1,4 +1,5 @@
-"""exbp: Excitation Backprop attention maps (MWP and c-MWP) for any ONNX CNN."""
+"""exbp: Excitation Backprop attention maps (MWP and c-MWP) for any ONNX CNN, and the methods the
+paper compares them with (gradient, deconvnet, guided backprop, LRP-ε, Grad-CAM, CAM)."""
 
 from .comparison import TOLERANCES, Comparison, Tolerances, compare
 from .engine.compute.backends import cuda_unavailable
@@ -19,13 +20,13 @@ from .image_maps import ImageMap, explain_image, explain_images
 from .preprocessing import (MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, PRESETS, Preprocessing, load_image,
                             resolve_preprocessing)
 from .runs import RunFolder, create_writable_folder
-from .graph_rules import supported_ops
+from .graph_rules import Propagation, supported_ops
 from .labels import Labels
 
 __version__ = "0.1.0"
 
 __all__ = ["Explainer", "Explanation", "compare", "Comparison", "Tolerances", "TOLERANCES", "LayerInfo", "InputSpec", "CheckReport", "Labels",
-           "Method", "METHODS", "MWP", "CMWP", "supported_ops", "cuda_unavailable", "max_point", "resize_map",
+           "Method", "METHODS", "MWP", "CMWP", "Propagation", "supported_ops", "cuda_unavailable", "max_point", "resize_map",
            "shape_text", "MIN_OPSET", "MAX_OPSET", "ImageMap", "explain_image", "explain_images",
            "load_image", "Preprocessing", "PRESETS", "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS",
            "resolve_preprocessing", "FORMATS", "DEFAULT_FORMATS", "COLORMAPS", "OverlayStyle",

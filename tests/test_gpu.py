@@ -44,6 +44,32 @@ def test_models_on_gpu_match_cpu(build):
             np.testing.assert_array_equal(got[method].targets, want[method].targets)
 
 
+COMPARISON_METHODS = ("gradient", "deconvnet", "guided", "lrp", "gradcam", "cam")
+METHOD_CASES = ("pass_through_gelu", "pass_through_mish", "layer_normalization_channels_last",
+                "mul_squeeze_excitation_gate", "avgpool_pads_include", "conv_all_attributes",
+                "gemm_transA", "max_min_relu6", "sum_three")
+
+
+@pytest.mark.parametrize("kind", ["gradient", "guided", "lrp"])
+@pytest.mark.parametrize("name", METHOD_CASES)
+def test_rule_variants_on_gpu_match_numpy(name, kind):
+    b, model = case_model(CASES[name])
+    x = b.input(seed=11)
+    top = random_top(model, x)
+    want = exbp.Explainer(model, device="numpy").propagate(x, top, layer=b.input_name, methods=(kind,))
+    got = exbp.Explainer(model, device="cuda").propagate(x, top, layer=b.input_name, methods=(kind,))
+    assert_close(got, want, "device")
+
+
+def test_comparison_methods_on_gpu_match_cpu():
+    b, model = resnet_like()
+    x = b.input(seed=5, batch=2)
+    want = exbp.Explainer(model).explain_methods(x, targets=[3, 7], methods=COMPARISON_METHODS)
+    got = exbp.Explainer(model, device="cuda").explain_methods(x, targets=[3, 7], methods=COMPARISON_METHODS)
+    for method in COMPARISON_METHODS:
+        assert_close(got[method].maps, want[method].maps, "device")
+
+
 def test_recorded_tensors_stay_on_the_gpu(monkeypatch):
     import cupy
 

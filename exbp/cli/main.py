@@ -22,8 +22,32 @@ from PIL import Image
 import exbp
 
 PARTIAL_FAILURE, BEYOND_TOLERANCES, INTERRUPTED = 3, 4, 130
-METHOD_CHOICES = {"mwp": ("mwp",), "cmwp": ("cmwp",), "both": ("mwp", "cmwp")}
+METHOD_CHOICES = {**{name: (name,) for name in exbp.METHODS}, "both": ("mwp", "cmwp")}
 DEMO_TARGETS = {"chelsea.png": ("top1", "tabby cat"), "coffee.png": ("top1", "cup")}
+
+
+class MethodList(click.ParamType):
+    """``--method``: a method's name, ``both`` (mwp and cmwp), or a comma-separated list of them
+    (``mwp,gradcam``); the methods in order, without repeats."""
+
+    name = "method"
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(METHOD_CHOICES) + "][,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        names = [part.strip() for part in str(value).split(",")]
+        unknown = [name for name in names if name not in METHOD_CHOICES]
+        if unknown or not names:
+            self.fail(f"unknown method {unknown[0] if unknown else value!r}; use one of "
+                      f"{', '.join(METHOD_CHOICES)}, or several joined by commas", param, ctx)
+        return tuple(dict.fromkeys(m for name in names for m in METHOD_CHOICES[name]))
+
+
+METHOD_HELP = ("mwp, cmwp, gradient, deconvnet, guided, lrp, gradcam, cam; both = mwp,cmwp; "
+               "several joined by commas (docs/method.md §9).")
 
 
 class OneLineErrors(click.Group):
@@ -50,7 +74,8 @@ class OneLineErrors(click.Group):
 @click.group(cls=OneLineErrors)
 @click.version_option(exbp.__version__, prog_name="exbp")
 def cli():
-    """Excitation Backprop attention maps (MWP, c-MWP) for ONNX CNNs."""
+    """Excitation Backprop attention maps (MWP, c-MWP) for ONNX CNNs, and the comparison methods
+    (gradient, deconvnet, guided backprop, LRP-ε, Grad-CAM, CAM)."""
 
 
 model_argument = click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -95,9 +120,12 @@ def _plural(count: int, word: str) -> str:
 @click.option("--target", "targets", multiple=True, metavar="CLASS",
               help="A class index, a class name (when labels are known), top1 (default) or topK. "
                    "Repeat for several.")
-@click.option("--method", type=click.Choice(sorted(METHOD_CHOICES)), default="both", show_default=True)
+@click.option("--method", "methods", type=MethodList(), default="both", show_default=True,
+              help=METHOD_HELP)
 @click.option("--layer", metavar="NAME", help="Tensor or node to map (see `exbp layers`); "
-                                               "default: about 1/8 to 1/16 of the input size.")
+                                               "default: about 1/8 to 1/16 of the input size "
+                                               "(the pixels for gradient, deconvnet, guided and lrp; "
+                                               "the pooling's input for cam and gradcam).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("exbp-out"),
               show_default=True, help="Output folder.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(exbp.FORMATS),
@@ -132,14 +160,13 @@ def _plural(count: int, word: str) -> str:
               help="Run on Ray Data (extra 'ray'): maps to --out as Parquet and NPY, not images.")
 @click.option("--ray-actors", type=click.IntRange(1), default=2, show_default=True,
               help="Ray actors, each holding the model once.")
-def explain(model, images, targets, method, layer, out, formats, preset, size, mean, std, scale,
+def explain(model, images, targets, methods, layer, out, formats, preset, size, mean, std, scale,
             bgr, layout, labels_file, device, recursive, batch_size, alpha, cmap, annotate, resume,
             overwrite, max_image_pixels, max_input_pixels, on_ray, ray_actors):
     """Explain MODEL's prediction on IMAGES (files or folders) and write maps to --out."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     explainer = _load(model, device, labels_file)
-    methods = METHOD_CHOICES[method]
     try:
         settings = exbp.resolve_preprocessing(explainer.input_spec, explainer.metadata, preset,
                                               size=size, mean=mean, std=std, scale=scale, bgr=bgr,
@@ -390,7 +417,8 @@ def layers(model):
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--layer-a", metavar="NAME", help="Layer of MODEL_A to compare (default: its default layer).")
 @click.option("--layer-b", metavar="NAME", help="The corresponding layer of MODEL_B.")
-@click.option("--method", type=click.Choice(sorted(METHOD_CHOICES)), default="both", show_default=True)
+@click.option("--method", "methods", type=MethodList(), default="both", show_default=True,
+              help=METHOD_HELP)
 @click.option("--targets", "target_count", type=click.IntRange(1), default=1, show_default=True,
               help="Explain MODEL_A's top N classes in both models.")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
@@ -401,7 +429,7 @@ def layers(model):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("compare-out"),
               show_default=True, help="Folder for comparison.json and a side-by-side PNG per image.")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders' subfolders for images too.")
-def compare(model_a, model_b, images, layer_a, layer_b, method, target_count, top_k, tolerances,
+def compare(model_a, model_b, images, layer_a, layer_b, methods, target_count, top_k, tolerances,
             preset, out, recursive):
     """Compare MODEL_A and MODEL_B (one network before and after export, conversion or
     quantisation) on IMAGES: logits, top-k classes, and maps at corresponding layers. Exit 0
@@ -410,7 +438,7 @@ def compare(model_a, model_b, images, layer_a, layer_b, method, target_count, to
     files = _expand(images, recursive)
     try:
         exbp.create_writable_folder(out)
-        comparison = exbp.compare(*explainers, files, methods=METHOD_CHOICES[method], layer_a=layer_a,
+        comparison = exbp.compare(*explainers, files, methods=methods, layer_a=layer_a,
                                   layer_b=layer_b, top_k=top_k, targets=target_count,
                                   tolerances=tolerances, preset=preset)
     except exbp.ExbpError as exc:
@@ -490,8 +518,8 @@ def report(run_dir):
               help="The COCO images folder.")
 @click.option("--classes", "mapping_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Lines 'dataset class: model class' (default: the names are the model's classes).")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["mwp", "cmwp"]),
-              help="Repeat for several; default both.")
+@click.option("--method", "methods", multiple=True, type=MethodList(),
+              help=METHOD_HELP + " Repeat for several; default both.")
 @click.option("--layer", metavar="NAME", help="Tensor or node to map; default: see `exbp layers`.")
 @click.option("--preset", type=click.Choice(sorted(exbp.PRESETS)), help="Preprocessing preset.")
 @labels_option
@@ -506,7 +534,7 @@ def pointing_game(model, voc, image_set, coco, images, mapping_file, methods, la
     if (voc is None) == (coco is None) or (coco is not None and images is None):
         raise click.UsageError("give a dataset: --voc ROOT, or --coco INSTANCES with --images DIR")
     explainer = _load(model, labels=labels_file)
-    methods = methods or ("mwp", "cmwp")
+    methods = tuple(dict.fromkeys(m for chosen in methods for m in chosen)) or ("mwp", "cmwp")
     try:
         annotations = exbp.read_voc(voc, image_set) if voc else exbp.read_coco(coco, images)
         annotations = annotations[:limit] if limit else annotations

@@ -14,14 +14,14 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from ..errors import InputError, LayerError, ModelError
+from ..errors import InputError, LayerError, MethodError, ModelError
 from ..labels import Labels
 from .graph.layers import LayerInfo
 from .inputs import InputSpec
 from .report import CheckReport, check_report
 from .session import ModelSession
 from .walk.maps import Explanation, concatenated, explanations
-from .walk.methods import METHODS, MethodLike, methods_named
+from .walk.methods import MethodLike, methods_named
 from .walk.targets import check_targets, resolve_targets, top_signal
 from .walk.walker import walk
 
@@ -118,31 +118,37 @@ class Explainer:
 
     def explain(self, x, targets="top1", layer: Optional[str] = None, method: MethodLike = "cmwp",
                 resize: Union[bool, Sequence[int]] = False) -> Explanation:
-        """Maps of ``method`` ("mwp", "cmwp" or a :class:`Method`) for ``targets`` at ``layer``.
+        """Maps of ``method`` for ``targets`` at ``layer``: "mwp", "cmwp", the comparison methods
+        "gradient", "deconvnet", "guided", "lrp", "gradcam", "cam" (docs/method.md §9), or a
+        :class:`Method`.
 
         ``x``: float32 (N, C, H, W) as the model takes it. ``targets``: an int, a class name, a
         list of them (the same for every image), an (N, K) array of ints, or "top1"/"top5".
-        ``layer``: a tensor name (a node name means its first output); None picks
-        :meth:`default_layer`. ``resize``: True for maps at the input's spatial size, (H, W) for
-        that size; False keeps the layer's."""
+        ``layer``: a tensor name (a node name means its first output); None picks the method's
+        default: :meth:`default_layer` for MWP and c-MWP, the pixels for the gradient, deconvnet,
+        guided backprop and LRP, the global average pooling's input for CAM and Grad-CAM (Grad-CAM
+        falls back to :meth:`default_layer`). ``resize``: True for maps at the input's spatial
+        size, (H, W) for that size; False keeps the layer's."""
         (chosen,) = methods_named(method)
         return self.explain_methods(x, targets, layer, (chosen,), resize)[chosen.name]
 
     def explain_methods(self, x, targets="top1", layer: Optional[str] = None,
-                        methods: Sequence[MethodLike] = tuple(METHODS),
+                        methods: Sequence[MethodLike] = ("mwp", "cmwp"),
                         resize: Union[bool, Sequence[int]] = False) -> dict[str, Explanation]:
-        """Like :meth:`explain`, for several methods from one forward pass and one walk."""
+        """Like :meth:`explain`, for several methods from one forward pass: one walk per
+        layer and propagation kind (MWP and c-MWP share theirs, as do the gradient-based methods
+        at one layer), each method at its own default layer where ``layer`` is None."""
         methods = methods_named(methods)
         session = self.session
         x = self.input_spec.checked(x, session.backend)
-        plan = session.plan(session.resolve_layer(layer, x.shape))
+        plans = session.plans_for(methods, layer, x.shape)
         size = self.input_spec.spatial(x.shape) if resize is True else (tuple(resize) if resize else None)
         one_by_one = self.input_spec.fixed_batch == 1 and x.shape[0] > 1
         with session.backend.computing():
             if not one_by_one:
-                return self._explain_batch(x, targets, plan, methods, size)
+                return self._explain_batch(x, targets, plans, methods, size)
             parts = [self._explain_batch(x[i:i + 1], targets if np.ndim(targets) < 2 else
-                                         np.asarray(targets)[i:i + 1], plan, methods, size)
+                                         np.asarray(targets)[i:i + 1], plans, methods, size)
                      for i in range(x.shape[0])]
         return {m.name: concatenated([p[m.name] for p in parts]) for m in methods}
 
@@ -150,15 +156,21 @@ class Explainer:
                   methods: Sequence[MethodLike] = ("mwp",), lost: Optional[dict] = None) -> np.ndarray:
         """The whole signal at ``layer`` for an arbitrary signal ``top`` at the logits.
 
-        ``top``: (K, N, *logits shape), e.g. one-hots or a class's spatial mask. Returns
-        (len(methods)·K, N, *layer shape): a block of K rows per method, before the channel sum and
-        the c-MWP clamp. ``lost``: a dict that receives, per node name, the mass per row that its
+        ``top``: (K, N, *logits shape), e.g. one-hots or a class's spatial mask, taken as it is (LRP's
+        logit scaling is not applied). Returns (len(methods)·K, N, *layer shape): a block of K rows
+        per method, before the method's reduction and clamp; the methods must share one
+        propagation kind. ``lost``: a dict that receives, per node name, the mass per row that its
         rule did not pass on (where Z = 0, docs/method.md §1). For research and for tests;
         :meth:`explain` is the everyday call."""
         methods = methods_named(methods)
+        kinds = {method.propagation for method in methods}
+        if len(kinds) > 1:
+            raise MethodError(f"propagate walks one propagation kind; methods "
+                              f"{', '.join(m.name for m in methods)} use {len(kinds)}")
         session = self.session
         x = self.input_spec.checked(x, session.backend)
-        plan = session.plan(session.resolve_layer(layer, x.shape, needs_map=False))
+        plan = session.plan(session.resolve_layer(layer, x.shape, needs_map=False),
+                            methods[0].propagation)
         with session.backend.computing():
             logits, tensors = session.record(x, plan)
             top = session.backend.asarray(top)
@@ -170,9 +182,9 @@ class Explainer:
                 lost.update({name: session.backend.to_host(mass) for name, mass in lost.items()})
             return session.backend.to_host(signal)
 
-    def _explain_batch(self, x, targets, plan, methods, size) -> dict[str, Explanation]:
+    def _explain_batch(self, x, targets, plans, methods, size) -> dict[str, Explanation]:
         session = self.session
-        logits, tensors = session.record(x, plan)
+        logits, tensors = session.record(x, [plan for plan, _ in plans])
         if not np.isfinite(logits).all():
             raise InputError("the model's logits are not finite for this input (its activations "
                              "overflow float32); check the input's scale")
@@ -180,11 +192,19 @@ class Explainer:
             raise ModelError(f"the logits {session.logits!r} have shape {logits.shape}; exbp "
                              "needs (N, classes) or (N, classes, *spatial)")
         target_array = resolve_targets(targets, logits, self.labels)
-        top = top_signal(session.backend.xp, tensors.value(session.logits), target_array)
-        signal = walk(plan, tensors, top, methods)
-        if signal.ndim < 4:
-            raise LayerError(f"layer {plan.layer!r} has shape {tuple(signal.shape[1:])}, with no "
-                             "spatial axes; choose a tensor from Explainer.layers()")
-        return explanations(session.backend, signal, methods,
-                            session.catalogue.layout(plan.layer), target_array, logits,
-                            plan.layer, size)
+        recorded_logits = tensors.value(session.logits)
+        one_hot = top_signal(session.backend.xp, recorded_logits, target_array)
+        results = {}
+        for plan, members in plans:
+            # a block of rows per classifier behaviour: MWP's own signal, c-MWP's difference
+            walked = list({method.contrastive: method for method in reversed(members)}.values())[::-1]
+            blocks = [[w.contrastive for w in walked].index(m.contrastive) for m in members]
+            signal = walk(plan, tensors, members[0].start(one_hot, recorded_logits), walked)
+            if signal.ndim < 4:
+                raise LayerError(f"layer {plan.layer!r} has shape {tuple(signal.shape[1:])}, with no "
+                                 "spatial axes; choose a tensor from Explainer.layers()")
+            activation = tensors.value(plan.layer) if plan.layer in plan.values else None
+            results.update(explanations(session.backend, signal, members, blocks,
+                                        session.catalogue.layout(plan.layer), activation,
+                                        target_array, logits, plan.layer, size))
+        return {method.name: results[method.name] for method in methods}

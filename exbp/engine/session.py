@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from ..errors import LayerError, MethodError, ModelError, UnsupportedOpError
-from ..graph_rules import rule_for
+from ..graph_rules import Propagation, rule_for
 from .compute.backends import backend_for
 from .compute.constants import ConstantStore
 from .graph.canonicalize import canonicalize
@@ -31,7 +31,7 @@ from .graph.signs import non_negative_tensors, rectified_tensors
 from .record.recorded import derived_nodes
 from .record.recording import Recorder, without_initializer_data
 from .walk.methods import Method
-from .walk.planning import WalkPlan, plan_walk, require_classifier
+from .walk.planning import WalkPlan, plan_walk, pooled_layer, require_classifier
 from .walk.tensors import TensorStore
 
 
@@ -86,7 +86,8 @@ class ModelSession:
         self.catalogue = build_catalogue(self.graph, self.logits)
         self.non_negative = non_negative_tensors(self.graph)
         self.no_negative_signal = rectified_tensors(self.graph) | head_tensors(self.graph, self.logits)
-        self._walks: dict[str, tuple[WalkPlan, Recorder, dict]] = {}
+        self._plans: dict[tuple, WalkPlan] = {}
+        self._recordings: dict[frozenset, tuple[Recorder, dict, frozenset, frozenset]] = {}
         self._shapes_by_input: dict[tuple, dict] = {}
         self._forward: Optional[Recorder] = None
         self._lock = threading.Lock()
@@ -135,32 +136,80 @@ class ModelSession:
 
     # ---- walks --------------------------------------------------------------------------------
 
-    def plan(self, layer: str) -> WalkPlan:
-        """The walk plan to the canonical tensor ``layer``, with its recording session."""
-        return self._walk(layer)[0]
-
-    def recorder(self, plan: WalkPlan) -> Recorder:
-        return self._walk(plan.layer)[1]
-
-    def _walk(self, layer: str):
-        if layer not in self._walks:
+    def plan(self, layer: str, kind: Propagation = Propagation.EXCITATION, reads_layer: bool = False,
+             purpose: str = "") -> WalkPlan:
+        """The plan of a walk of ``kind`` to the canonical tensor ``layer`` (recording the layer's
+        activation too with ``reads_layer``); ``purpose`` ends a refusal's message."""
+        key = (layer, kind, reads_layer)
+        if key not in self._plans:
             with self._lock:
-                if layer not in self._walks:
-                    self._walks[layer] = self._build_walk(layer)
-        return self._walks[layer]
+                if key not in self._plans:
+                    plan = plan_walk(self.graph, layer, self.logits, kind, reads_layer, purpose)
+                    if plan.dual_weight is not None:
+                        self.constants.add_negation(*plan.dual_weight)
+                    self._plans[key] = plan
+        return self._plans[key]
 
-    def _build_walk(self, layer: str):
-        plan = plan_walk(self.graph, layer, self.logits)
-        if plan.dual_weight is not None:
-            self.constants.add_negation(*plan.dual_weight)
+    def method_layer(self, method: Method, layer: Optional[str], input_shape=None) -> str:
+        """The canonical tensor ``method`` maps at: ``layer``, or its default (docs/method.md §9);
+        CAM only at the global average pooling's input. LayerError or MethodError otherwise."""
+        if method.reduction == "cam" or (layer is None and method.default_layer == "pooled"):
+            pooled, why = pooled_layer(self.graph, self.logits, self.catalogue.layout)
+            if method.reduction == "cam" and pooled is None:
+                raise MethodError(f"{method.title} needs a global average pooling followed by the "
+                                  f"classifier, and {why}; use another method")
+            if layer is None:
+                return pooled if pooled is not None else self.default_layer(input_shape)
+            named = self.resolve_layer(layer, input_shape)
+            if named != pooled:
+                raise MethodError(f"{method.title} maps only at the global average pooling's input "
+                                  f"{pooled!r}, not at layer {layer!r}; name that layer or none")
+            return named
+        if layer is None and method.default_layer == "input":
+            return self.graph.input_name
+        return self.resolve_layer(layer, input_shape)
+
+    def plans_for(self, methods, layer: Optional[str], input_shape=None) -> list[tuple[WalkPlan, tuple]]:
+        """(plan, its methods) for ``methods``: one walk per layer, propagation kind and top
+        signal, recording the layer's activation where a method reads it. MethodError where a
+        method cannot be explained there."""
+        groups: dict[tuple, list[Method]] = {}
+        for method in methods:
+            key = (self.method_layer(method, layer, input_shape), method.propagation, method.top)
+            groups.setdefault(key, []).append(method)
+        plans = []
+        for (name, kind, _), members in groups.items():
+            purpose = f", for {', '.join(m.title for m in members)}"
+            plan = self.plan(name, kind, any(m.reads_layer for m in members), purpose)
+            for method in members:
+                require_classifier(plan, method)
+            plans.append((plan, tuple(members)))
+        return plans
+
+    def recorder(self, plans) -> Recorder:
+        """The recording session of one walk plan, or of several recorded by one forward pass."""
+        return self._recording(plans)[0]
+
+    def _recording(self, plans):
+        plans = (plans,) if isinstance(plans, WalkPlan) else tuple(plans)
+        key = frozenset(plan.key for plan in plans)
+        if key not in self._recordings:
+            with self._lock:
+                if key not in self._recordings:
+                    self._recordings[key] = self._build_recording(plans)
+        return self._recordings[key]
+
+    def _build_recording(self, plans):
         nodes, owners = [], {}
         if self.backend.records_derived and self._derived_in_recording:
-            nodes, owners = derived_nodes(plan.steps, self.non_negative)
-        recorder = Recorder(self.model, self.graph.input_name,
-                            plan.values | {self.logits} | set(owners), plan.shapes,
+            nodes, owners = derived_nodes([step for plan in plans for step in plan.steps],
+                                          self.non_negative)
+        values = frozenset().union(*(plan.values for plan in plans)) | {self.logits} | set(owners)
+        shapes = frozenset().union(*(plan.shapes for plan in plans))
+        recorder = Recorder(self.model, self.graph.input_name, values, shapes,
                             shared=self.constants.host, extra_nodes=nodes, backend=self.backend,
                             recorded_as=self.canonical.recorded_as)
-        return plan, recorder, owners
+        return recorder, owners, values, shapes
 
     def logits_of(self, x) -> np.ndarray:
         """The logits alone, from a recording session that records nothing else."""
@@ -173,10 +222,11 @@ class ModelSession:
         recorded, _ = self._forward.run(x, {self.logits}, ())
         return self.backend.to_host(recorded[self.logits]).astype(np.float32, copy=False)
 
-    def record(self, x, plan: WalkPlan) -> tuple[np.ndarray, TensorStore]:
-        """(the logits on the host, what the rules read) for one forward pass."""
-        _, recorder, owners = self._walk(plan.layer)
-        recorded, shapes = recorder.run(x, plan.values | {self.logits} | set(owners), plan.shapes)
+    def record(self, x, plans) -> tuple[np.ndarray, TensorStore]:
+        """(the logits on the host, what the rules read) for one forward pass that serves one
+        walk plan or several."""
+        recorder, owners, values, shapes = self._recording(plans)
+        recorded, shapes = recorder.run(x, values, shapes)
         logits = self.backend.to_host(recorded[self.logits]).astype(np.float32, copy=False)
         values = {name: self.backend.asarray(value) for name, value in recorded.items()}
         return logits, TensorStore(self.constants, values, shapes, owners, self.non_negative,
@@ -185,7 +235,7 @@ class ModelSession:
     def refusal(self, layer: Optional[str], method: Method, input_shape=None) -> Optional[str]:
         """Why explaining with ``method`` at ``layer`` would be refused, or None if it would run."""
         try:
-            require_classifier(self.plan(self.resolve_layer(layer, input_shape)), method)
+            self.plans_for((method,), layer, input_shape)
         except (LayerError, MethodError, UnsupportedOpError) as exc:
             return str(exc)
         return None

@@ -3,6 +3,8 @@
 from . import (data_movement, elementwise, linear, max_pooling, merging, normalisation,  # noqa: F401
                quantization, without_rules)  # (registration)
 from .layouts import Layout
-from .registry import RULES, Need, Recorded, Role, Rule, entry_for, rule_for, supported_ops
+from .registry import (RULES, Need, Propagation, Recorded, Role, Rule, Variant, entry_for, rule_for,
+                       supported_ops)
 
-__all__ = ["Layout", "RULES", "Need", "Recorded", "Role", "Rule", "entry_for", "rule_for", "supported_ops"]
+__all__ = ["Layout", "RULES", "Need", "Propagation", "Recorded", "Role", "Rule", "Variant", "entry_for",
+           "rule_for", "supported_ops"]

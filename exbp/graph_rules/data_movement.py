@@ -5,6 +5,10 @@ permutation, Concat splits along its axis and Split concatenates. Pad crops (oth
 border cell's signal to the cell it copies), Slice and Gather on constant indices scatter back with
 zeros elsewhere (repeated indices add). The leading axis of a signal is the target axis, so an
 ONNX axis ``a`` of a tensor is axis ``a + 1`` of its signal.
+
+Moving a signal back the way the values came is the transpose of the move, which is also the
+gradient of every comparison method (docs/method.md §9): each rule here serves every propagation
+kind.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from .registry import (Need, Recorded, Role, activation_inputs, by_opset, consta
 
 
 @rule("Flatten", "Reshape", "Squeeze", "Unsqueeze", needs=shape_of_first_input,
-      role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=reshaped_layout)
+      role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=reshaped_layout, every_propagation=True)
 def reshape_rule(node, tensors, signals, receivers):
     signal = signals[0]
     return [signal.reshape((signal.shape[0],) + tuple(tensors.shape(node.inputs[0])))]
 
 
-@rule("Transpose", role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=transposed_layout)
+@rule("Transpose", role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=transposed_layout, every_propagation=True)
 def transpose_rule(node, tensors, signals, receivers):
     signal = signals[0]
     rank = signal.ndim - 1
@@ -104,7 +108,7 @@ def _pad_sign(node, graph, non_negative) -> bool:
 
 # a Pad's border is padding, not image: its output is no map layer
 @rule("Pad", needs=shape_of_first_input, refusal=constant_inputs_refusal(1, 3), sign=_pad_sign,
-      parameters=by_opset({2: _pads_attribute, 11: _pads_input}), role=Role.NO_MAP)
+      parameters=by_opset({2: _pads_attribute, 11: _pads_input}), role=Role.NO_MAP, every_propagation=True)
 def pad_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))
@@ -144,7 +148,7 @@ def _python_slice(start: int, end: int, step: int, dim: int) -> slice:
 
 
 @rule("Slice", needs=shape_of_first_input, refusal=constant_inputs_refusal(1, 2, 3, 4),
-      parameters=by_opset({1: _slice_attributes, 10: _slice_inputs}), sign=keeps_sign_of(0))
+      parameters=by_opset({1: _slice_attributes, 10: _slice_inputs}), sign=keeps_sign_of(0), every_propagation=True)
 def slice_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))
@@ -158,7 +162,7 @@ def slice_rule(node, tensors, signals, receivers):
 
 
 @rule("Gather", needs=shape_of_first_input, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0),
-      layout=gathered_layout)
+      layout=gathered_layout, every_propagation=True)
 def gather_rule(node, tensors, signals, receivers):
     signal = signals[0]
     shape = tuple(tensors.shape(node.inputs[0]))
@@ -172,7 +176,7 @@ def _all_input_shapes(node, graph):
     return tuple(Need(Recorded.SHAPE, name) for name in node.inputs if name)
 
 
-@rule("Concat", signal_inputs=activation_inputs, needs=_all_input_shapes, sign=keeps_sign_of())
+@rule("Concat", signal_inputs=activation_inputs, needs=_all_input_shapes, sign=keeps_sign_of(), every_propagation=True)
 def concat_rule(node, tensors, signals, receivers):
     signal = signals[0]
     axis = node.attrs["axis"] % (signal.ndim - 1)
@@ -185,7 +189,7 @@ def _output_shapes(node, graph):
     return tuple(Need(Recorded.SHAPE, name) for name in node.outputs if name)
 
 
-@rule("Split", needs=_output_shapes, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0))
+@rule("Split", needs=_output_shapes, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0), every_propagation=True)
 def split_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     present = next(s for s in signals if s is not None)

@@ -21,6 +21,11 @@ a leading axis of targets; ``Z`` is computed once for all of them.
 :func:`excite` is that rule, written once; every op below only supplies ``f`` and ``fᵀ``. Adding a
 linear op is its ``f``, its ``fᵀ`` and its registration.
 
+The comparison methods (docs/method.md §9) use the same ``fᵀ`` with the whole weight ``W``: the
+gradient (and deconvnet's and guided backprop's, which differ only at ReLUs) is ``g_in = fᵀ(g, W)``
+— an average pooling's ``f`` being the window mean — and LRP-ε is :func:`.relevance.relevance_of`
+that gradient, ``R_in = x ⊙ fᵀ(R / (z + ε·sign z), W)`` with the bias in ``z``.
+
 The normaliser depends on the activations alone, so a Conv declares it as a derived quantity
 (``Recorded.NORMALISER``): the recording session computes it beside the activations, on
 onnxruntime's own layouts. Where a recording has no Z (the ``numpy`` and CuPy backends' own
@@ -37,9 +42,11 @@ from onnx import helper
 from ..engine.graph.model import Graph, Node
 from .geometry import window_geometry
 from .layouts import CHANNELS_FIRST, matrix_layout, reduced_layout
-from .onnx_form import NEGATIVE, POSITIVE, listed, weight_part_nodes
-from .registry import (Need, Recorded, activation_inputs, by_opset, entry_for, keeps_sign_of, rule,
+from .onnx_form import NEGATIVE, POSITIVE, WHOLE, listed, weight_part_nodes
+from .registry import (GRADIENT_KINDS, Need, Propagation, Recorded, Variant, activation_inputs,
+                       by_opset, entry_for, first_input, for_kinds, keeps_sign_of, rule, shape_of_first_input,
                        values_of)
+from .relevance import relevance_of
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,20 @@ def _times(transposed, x):
         transposed *= x
         return transposed
     return transposed * x
+
+
+def gradient_variants(backward, needs=shape_of_first_input, signal_inputs=first_input) -> dict:
+    """``variants`` of a linear op whose gradient is ``backward``: the gradient kinds, and LRP-ε
+    from it."""
+    gradient = Variant(backward, needs=needs)
+    return {**for_kinds(GRADIENT_KINDS, gradient), Propagation.LRP: relevance_of(gradient, signal_inputs)}
+
+
+def transposed_with_whole_weight(linear_op_of):
+    """The gradient ``fᵀ(g, W)`` of the op ``linear_op_of(node, tensors, signals)`` builds."""
+    def backward(node, tensors, signals, receivers):
+        return [linear_op_of(node, tensors, signals).transpose(signals[0], WHOLE)]
+    return backward
 
 
 def _activation_values(node: Node, graph: Graph) -> tuple[Need, ...]:
@@ -185,17 +206,21 @@ def _spatial_sizes(node, tensors, signals) -> tuple[tuple, tuple, tuple]:
     """(kernel, input spatial size, output spatial size), the output's from its signal."""
     kernel = tensors.shape(node.inputs[1])[2:]
     n = len(kernel)
-    return kernel, tuple(tensors.value(node.inputs[0]).shape[-n:]), tuple(signals[0].shape[-n:])
+    return kernel, tuple(tensors.shape(node.inputs[0])[-n:]), tuple(signals[0].shape[-n:])
 
 
-@rule("Conv", needs=_with_signed_output(values_of(0)), refusal=_constant_weight_refusal, weight_input=_first_weight,
-      derived={Recorded.NORMALISER: _conv_normaliser_nodes}, **CHANNELS_FIRST)
-def conv_rule(node, tensors, signals, receivers):
+def _conv_op(node, tensors, signals) -> LinearOp:
     kernel, in_spatial, out_spatial = _spatial_sizes(node, tensors, signals)
     geometry = window_geometry(node, kernel, in_spatial).as_kwargs()
     conv, conv_transpose = _convolutions(tensors, node, geometry, in_spatial, out_spatial)
-    op = LinearOp(forward=conv, transpose=conv_transpose)
-    return [excite(tensors, node.inputs[0], signals[0], op,
+    return LinearOp(forward=conv, transpose=conv_transpose)
+
+
+@rule("Conv", needs=_with_signed_output(values_of(0)), refusal=_constant_weight_refusal, weight_input=_first_weight,
+      derived={Recorded.NORMALISER: _conv_normaliser_nodes},
+      variants=gradient_variants(transposed_with_whole_weight(_conv_op)), **CHANNELS_FIRST)
+def conv_rule(node, tensors, signals, receivers):
+    return [excite(tensors, node.inputs[0], signals[0], _conv_op(node, tensors, signals),
                    tensors.recorded(node, Recorded.NORMALISER), output=node.outputs[0])]
 
 
@@ -220,9 +245,7 @@ def _conv_transpose_refusal(node: Node, graph: Graph):
     return _constant_weight_refusal(node, graph)
 
 
-@rule("ConvTranspose", needs=_with_signed_output(values_of(0)), refusal=_conv_transpose_refusal,
-      weight_input=_first_weight, **CHANNELS_FIRST)
-def conv_transpose_rule(node, tensors, signals, receivers):
+def _conv_transpose_op(node, tensors, signals) -> LinearOp:
     """f is the transposed convolution (weight (C_in, C_out/group, *k)) and fᵀ the convolution with
     the same weight and geometry: the two kernels of Conv, exchanged."""
     kernel, in_spatial, out_spatial = _spatial_sizes(node, tensors, signals)
@@ -231,8 +254,15 @@ def conv_transpose_rule(node, tensors, signals, receivers):
                 "dilations": tuple(node.attrs.get("dilations") or (1,) * n),
                 "pads": _conv_transpose_pads(node, kernel, in_spatial, out_spatial)}
     conv, conv_transpose = _convolutions(tensors, node, geometry, out_spatial, in_spatial)
-    op = LinearOp(forward=conv_transpose, transpose=conv)
-    return [excite(tensors, node.inputs[0], signals[0], op, output=node.outputs[0])]
+    return LinearOp(forward=conv_transpose, transpose=conv)
+
+
+@rule("ConvTranspose", needs=_with_signed_output(values_of(0)), refusal=_conv_transpose_refusal,
+      weight_input=_first_weight,
+      variants=gradient_variants(transposed_with_whole_weight(_conv_transpose_op)), **CHANNELS_FIRST)
+def conv_transpose_rule(node, tensors, signals, receivers):
+    return [excite(tensors, node.inputs[0], signals[0], _conv_transpose_op(node, tensors, signals),
+                   output=node.outputs[0])]
 
 
 # ---- Gemm and MatMul --------------------------------------------------------------------------
@@ -266,31 +296,59 @@ def _matrix_activation_value(node: Node, graph: Graph) -> tuple[Need, ...]:
     return values_of(*_matrix_activation(node, graph))(node, graph)
 
 
+def _transposed_operands(node) -> tuple[bool, bool]:
+    """Gemm's (transA, transB); MatMul transposes neither."""
+    return bool(node.attrs.get("transA", 0)), bool(node.attrs.get("transB", 0))
+
+
+def _matrix_linear_op(node, tensors, act: int) -> LinearOp:
+    transposed = _transposed_operands(node)
+    return _matrix_op(tensors.xp, tensors.weight(node.inputs[1 - act]).part, act_first=act == 0,
+                      act_transposed=transposed[act], weight_transposed=transposed[1 - act])
+
+
+def matrix_gradient_rule(node, tensors, signals, receivers):
+    return [_matrix_linear_op(node, tensors, receivers[0]).transpose(signals[0], WHOLE)]
+
+
 _MATRIX_RULE = dict(signal_inputs=_matrix_activation, weight_input=_matrix_weight,
-                    needs=_with_signed_output(_matrix_activation_value), layout=matrix_layout(_matrix_activation))
+                    needs=_with_signed_output(_matrix_activation_value), layout=matrix_layout(_matrix_activation),
+                    variants=gradient_variants(matrix_gradient_rule, needs=lambda node, graph: (),
+                                               signal_inputs=_matrix_activation))
 
 
 @rule("Gemm", refusal=_one_activation("Gemm"), **_MATRIX_RULE)
-def gemm_rule(node, tensors, signals, receivers):
-    return _excite_matrix(node, tensors, signals, receivers[0],
-                          transposed=(bool(node.attrs["transA"]), bool(node.attrs["transB"])))
-
-
 @rule("MatMul", refusal=_one_activation("MatMul"), **_MATRIX_RULE)
-def matmul_rule(node, tensors, signals, receivers):
-    return _excite_matrix(node, tensors, signals, receivers[0], transposed=(False, False))
-
-
-def _excite_matrix(node, tensors, signals, act: int, transposed: tuple[bool, bool]):
-    weight_name = node.inputs[1 - act]
-    op = _matrix_op(tensors.xp, tensors.weight(weight_name).part, act_first=act == 0,
-                    act_transposed=transposed[act], weight_transposed=transposed[1 - act])
-    return [excite(tensors, node.inputs[act], signals[0], op, output=node.outputs[0])]
+def matrix_rule(node, tensors, signals, receivers):
+    act = receivers[0]
+    return [excite(tensors, node.inputs[act], signals[0], _matrix_linear_op(node, tensors, act),
+                   output=node.outputs[0])]
 
 
 # ---- Pooling and reductions: weights all positive ---------------------------------------------
 
-@rule("AveragePool", needs=_activation_values, sign=keeps_sign_of(0), **CHANNELS_FIRST)
+def average_pool_gradient_rule(node, tensors, signals, receivers):
+    """f is the window mean: each window's gradient, divided by its count (the window's real
+    inputs, or with ``count_include_pad`` its inputs and explicit pads), goes back to its inputs."""
+    xp, kernels = tensors.xp, tensors.kernels
+    kernel = node.attrs["kernel_shape"]
+    n = len(kernel)
+    in_spatial = tuple(tensors.shape(node.inputs[0])[-n:])
+    out_spatial = tuple(signals[0].shape[-n:])
+    geometry = window_geometry(node, kernel, in_spatial)
+    counted, pads = in_spatial, geometry.pads
+    if node.attrs.get("count_include_pad", 0):
+        counted = tuple(size + pads[i] + pads[n + i] for i, size in enumerate(in_spatial))
+        pads = (0,) * (2 * n)
+    counts = kernels.window_sum(xp.ones(counted, dtype=signals[0].dtype), geometry.kernel,
+                                strides=geometry.strides, pads=pads, dilations=geometry.dilations,
+                                out_spatial=out_spatial)
+    return [kernels.window_sum_transpose(signals[0] / counts, geometry.kernel, in_spatial=in_spatial,
+                                         **geometry.as_kwargs())]
+
+
+@rule("AveragePool", needs=_activation_values, sign=keeps_sign_of(0),
+      variants=gradient_variants(average_pool_gradient_rule), **CHANNELS_FIRST)
 def average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     kernel = node.attrs["kernel_shape"]
@@ -315,7 +373,30 @@ def _sum_op(xp, axes: tuple[int, ...], keepdims: bool, kept_shape: tuple[int, ..
                     has_negative_weights=False)
 
 
-@rule("GlobalAveragePool", needs=_activation_values, sign=keeps_sign_of(0), **CHANNELS_FIRST)
+def global_average_pool_gradient_rule(node, tensors, signals, receivers):
+    shape = tuple(tensors.shape(node.inputs[0]))
+    return [_broadcast_back(tensors.xp, signals[0], shape, shape[:2] + (1,) * (len(shape) - 2),
+                            mean=True)]
+
+
+def _broadcast_back(xp, signal, shape, kept_shape, mean: bool):
+    """A reduction's gradient: the signal of each output to every input it sums (over their count
+    for a mean)."""
+    count = 1
+    for full, kept in zip(shape, kept_shape):
+        count *= full // kept
+    rows = signal.shape[0]
+    spread = xp.broadcast_to(signal.reshape((rows,) + tuple(kept_shape)), (rows,) + tuple(shape))
+    return spread * (1 / count if mean else 1)
+
+
+def _spatial_axes(node: Node, graph: Graph) -> tuple[int, ...]:
+    return tuple(range(2, len(graph.shapes.get(node.inputs[0]) or ())))
+
+
+@rule("GlobalAveragePool", needs=_activation_values, sign=keeps_sign_of(0),
+      variants=gradient_variants(global_average_pool_gradient_rule), averaged_axes=_spatial_axes,
+      **CHANNELS_FIRST)
 def global_average_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     axes = tuple(range(2, x.ndim))
@@ -354,12 +435,25 @@ def _reduce_refusal(node: Node, graph: Graph):
     return None
 
 
+def reduce_gradient_rule(node, tensors, signals, receivers):
+    shape = tuple(tensors.shape(node.inputs[0]))
+    axes = _reduce_axes(node, len(shape))
+    if axes == ():  # noop_with_empty_axes: the op is the identity
+        return [signals[0]]
+    kept_shape = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return [_broadcast_back(tensors.xp, signals[0], shape, kept_shape,
+                            mean=node.op_type == "ReduceMean")]
+
+
 _REDUCE_RULE = dict(needs=values_of(0), refusal=_reduce_refusal, sign=keeps_sign_of(0),
-                    layout=reduced_layout(_reduce_axes))
+                    layout=reduced_layout(_reduce_axes),
+                    variants=gradient_variants(reduce_gradient_rule))
 
 
 # the axes became an input at opset 13 for ReduceSum and at opset 18 for ReduceMean
-@rule("ReduceMean", parameters=by_opset({1: _axes_attribute, 18: _axes_input}), **_REDUCE_RULE)
+@rule("ReduceMean", parameters=by_opset({1: _axes_attribute, 18: _axes_input}),
+      averaged_axes=lambda node, graph: _reduce_axes(node, len(graph.shapes.get(node.inputs[0]) or ())),
+      **_REDUCE_RULE)
 @rule("ReduceSum", parameters=by_opset({1: _axes_attribute, 13: _axes_input}), **_REDUCE_RULE)
 def reduce_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])

@@ -6,6 +6,9 @@ output, flat indices into the input) where it has them; otherwise they are found
 input, window by window. The
 output shape comes from the signal, so ``ceil_mode``, ``pads``, ``auto_pad`` and ``dilations``
 match the forward pass exactly.
+
+The winner's routing is also max pooling's gradient, and LRP's winner-takes-all: the rule serves
+every propagation kind (docs/method.md §9).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _indices_refusal(node, graph):
 
 
 @rule("MaxPool", needs=values_of(0), refusal=_indices_refusal, sign=keeps_sign_of(0),
-      derived={Recorded.WINNERS: _winner_nodes}, **CHANNELS_FIRST)
+      derived={Recorded.WINNERS: _winner_nodes}, every_propagation=True, **CHANNELS_FIRST)
 def max_pool_rule(node, tensors, signals, receivers):
     x = tensors.value(node.inputs[0])
     winners = tensors.recorded(node, Recorded.WINNERS)
@@ -61,7 +64,8 @@ def _route_to_flat_indices(xp, signal, winners, input_shape):
     return xp.stack(rows).astype(signal.dtype).reshape((signal.shape[0],) + tuple(input_shape))
 
 
-@rule("GlobalMaxPool", needs=values_of(0), sign=keeps_sign_of(0), **CHANNELS_FIRST)
+@rule("GlobalMaxPool", needs=values_of(0), sign=keeps_sign_of(0), every_propagation=True,
+      **CHANNELS_FIRST)
 def global_max_pool_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     x = tensors.value(node.inputs[0])

@@ -14,13 +14,21 @@ graph bounds to [-1, 1]: the output of a Sigmoid, HardSigmoid or Tanh (Mish's
 ``x·tanh(softplus(x))``), or of a Clip, after constant scalings and shifts and moves — Keras's hard
 sigmoid is ``relu6(x + 3) / 6``, a Clip to [0, 6] then a Mul by 1/6. A ReLU6 activation, bounded
 to [0, 6], is no gate. Mul by a constant passes through.
+
+The comparison methods (docs/method.md §9): the gradient of an Add goes whole to every activation;
+LRP-ε shares an Add's relevance by contribution, ``R_k = x_k · R / (Σ_m x_m + ε·sign)``, a
+constant operand (a bias) absorbing its share. The gradient of a Mul follows the product rule, each
+activation receiving the signal times the other operand, the gate included; LRP passes a Mul's
+relevance to the non-gate input, as Excitation Backprop does (the gate is the product's weight).
 """
 
 from __future__ import annotations
 
 from .broadcasting import unbroadcast
 from .elementwise import pass_to_receivers, receiver_shapes
-from .registry import Need, Recorded, Role, activation_inputs, entry_for, keeps_sign_of, rule
+from .registry import (GRADIENT_KINDS, Need, Propagation, Recorded, Role, Variant, activation_inputs,
+                       entry_for, for_kinds, keeps_sign_of, never_refused, rule)
+from .relevance import relevance_of
 
 BOUNDED_OPS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
 GATE_RANGE = (-1.0, 1.0)
@@ -33,7 +41,12 @@ def _split_needs(node, graph):
     return values + receiver_shapes(activation_inputs)(node, graph)
 
 
-@rule("Add", "Sum", signal_inputs=activation_inputs, needs=_split_needs, sign=keeps_sign_of())
+_ADD_GRADIENT = Variant(pass_to_receivers, needs=receiver_shapes(activation_inputs))
+
+
+@rule("Add", "Sum", signal_inputs=activation_inputs, needs=_split_needs, sign=keeps_sign_of(),
+      variants={**for_kinds(GRADIENT_KINDS, _ADD_GRADIENT),
+                Propagation.LRP: relevance_of(_ADD_GRADIENT, activation_inputs)})
 def add_rule(node, tensors, signals, receivers):
     activations = [i for i, name in enumerate(node.inputs) if name and not tensors.is_constant(name)]
     if len(activations) == 1:
@@ -117,7 +130,26 @@ def _mul_refusal(node, graph):
     return None
 
 
-@rule("Mul", signal_inputs=_non_gate_input, refusal=_mul_refusal,
-      needs=receiver_shapes(_non_gate_input), sign=keeps_sign_of())
 def mul_rule(node, tensors, signals, receivers):
     return pass_to_receivers(node, tensors, signals, receivers)
+
+
+def mul_gradient_rule(node, tensors, signals, receivers):
+    """The product rule: each activation's gradient is the signal times the other operand."""
+    return [unbroadcast(signals[0] * tensors.value(node.inputs[1 - i]), tensors.shape(node.inputs[i]))
+            for i in receivers]
+
+
+def _product_needs(node, graph):
+    """The other operand's value and the shape of each activation operand."""
+    return tuple(need for i in activation_inputs(node, graph) for need in (
+        Need(Recorded.VALUE, node.inputs[1 - i]), Need(Recorded.SHAPE, node.inputs[i])))
+
+
+_MUL_GRADIENT = Variant(mul_gradient_rule, needs=_product_needs, signal_inputs=activation_inputs,
+                        refusal=never_refused)
+
+rule("Mul", signal_inputs=_non_gate_input, refusal=_mul_refusal,
+     needs=receiver_shapes(_non_gate_input), sign=keeps_sign_of(),
+     variants={**for_kinds(GRADIENT_KINDS, _MUL_GRADIENT),
+               Propagation.LRP: Variant(mul_rule, needs=receiver_shapes(_non_gate_input))})(mul_rule)

@@ -19,11 +19,15 @@ BatchNormalization differs in kind: its statistics are the model's constants, so
 per channel exactly, which exbp folds into the preceding Conv or Gemm (§3.4), the folded weight
 deciding which contributions are positive. LayerNormalization's scale γ/σ changes with the sample
 and the position: there is no constant weight to fold it into.
+
+The comparison methods hold the statistics likewise (docs/method.md §9.1): the gradient kinds
+multiply the signal by ``γ / σ`` — the derivative with μ and σ constant, not the full one, which
+would also flow through the statistics — and LRP passes relevance through, as MWP does.
 """
 
 from __future__ import annotations
 
-from .registry import rule
+from .registry import GRADIENT_KINDS, Propagation, Variant, for_kinds, rule, values_of
 
 
 def _layer_normalization_refusal(node, graph):
@@ -39,6 +43,19 @@ def _layer_normalization_refusal(node, graph):
     return None
 
 
-@rule("LayerNormalization", refusal=_layer_normalization_refusal)
+def layer_normalization_gradient_rule(node, tensors, signals, receivers):
+    """``g ⊙ γ / σ``, σ the recorded input's standard deviation over the normalised axes."""
+    xp = tensors.xp
+    x = tensors.value(node.inputs[0])
+    axes = tuple(range(node.attrs["axis"] % x.ndim, x.ndim))
+    sigma = xp.sqrt(x.var(axis=axes, keepdims=True) + node.attrs["epsilon"])
+    return [signals[0] * (tensors.value(node.inputs[1]) / sigma)]
+
+
 def layer_normalization_rule(node, tensors, signals, receivers):
     return [signals[0]]
+
+
+rule("LayerNormalization", refusal=_layer_normalization_refusal,
+     variants={**for_kinds(GRADIENT_KINDS, Variant(layer_normalization_gradient_rule, needs=values_of(0))),
+               Propagation.LRP: Variant(layer_normalization_rule)})(layer_normalization_rule)

@@ -8,7 +8,7 @@ from typing import Mapping
 import onnx
 from onnx import helper
 
-POSITIVE, NEGATIVE = "positive", "negative"
+POSITIVE, NEGATIVE, WHOLE = "positive", "negative", "whole"   # W⁺, W⁻, W (the gradient's)
 
 
 def listed(attrs: Mapping) -> dict:
@@ -18,8 +18,10 @@ def listed(attrs: Mapping) -> dict:
 
 
 def weight_part_nodes(weight: str, part: str, output: str) -> list[onnx.NodeProto]:
-    """Nodes computing W⁺ = Relu(W) or W⁻ = −Relu(−W) from the initializer ``weight``;
+    """Nodes computing W⁺ = Relu(W), W⁻ = −Relu(−W) or W itself from the initializer ``weight``;
     onnxruntime folds them into constants when it builds the session."""
+    if part == WHOLE:
+        return [helper.make_node("Identity", [weight], [output], name=output)]
     if part == POSITIVE:
         return [helper.make_node("Relu", [weight], [output], name=output)]
     return [helper.make_node("Neg", [weight], [output + "_negated"], name=output + "_negated"),

@@ -10,6 +10,9 @@ walked by this rule, and the rules after it read the recorded, dequantised value
 The pair's output is ≥ 0 where its input is, and wherever its zero point is the lowest code of
 its type: then every negative input quantises to 0 — the ReLU that onnxruntime's quantiser fuses
 into the pair — and the QuantizeLinear is a rectifier.
+
+For the comparison methods (docs/method.md §9) the pair passes the gradient and the relevance
+through as well: the straight-through estimator of quantisation-aware training.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ def _dequantize_sign(node, graph, non_negative) -> bool:
 
 
 @rule("QuantizeLinear", sign=_quantize_sign, rectifier=_zero_point_is_lowest_code,
-      refusal=constant_inputs_refusal(1, 2), role=Role.SAME_VALUES, layout=first_input_layout)
+      refusal=constant_inputs_refusal(1, 2), role=Role.SAME_VALUES, layout=first_input_layout, every_propagation=True)
 @rule("DequantizeLinear", sign=_dequantize_sign, refusal=constant_inputs_refusal(1, 2),
-      role=Role.SAME_VALUES, layout=first_input_layout)
+      role=Role.SAME_VALUES, layout=first_input_layout, every_propagation=True)
 def quantization_pass_through(node, tensors, signals, receivers):
     return [signals[0]]

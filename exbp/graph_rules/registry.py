@@ -40,14 +40,23 @@ An entry (:class:`Rule`) holds:
   another shape, so the logits may be looked for through it) or ``OUTPUT_NORMALISATION`` (a final
   Softmax: the walk starts at its input).
 
-A method that needs another backward (the baselines of the evaluation issue) adds it to the family
-module beside this one; the ONNX form of a rule (the serving issue) likewise lives beside it.
+* ``variants`` — the op's backward for the other *propagation kinds* (:class:`Propagation`, the
+  comparison methods of docs/method.md §9): ``{kind: Variant}``, each written in the family module
+  beside the Excitation Backprop rule. A :class:`Variant` holds its ``backward`` (the same call
+  shape), its ``needs`` and ``derived``, and, where they differ from the rule's, its
+  ``signal_inputs`` and ``refusal``; :func:`refused` is a variant that says why the op cannot be
+  walked for that kind. ``every_propagation``: the rule's own backward holds for every kind (ops
+  that only move values, max pooling's winner routing), so it serves them all.
+* ``averaged_axes(node, graph)`` — for an op that averages its input over some axes (global average
+  pooling, ReduceMean), those axes; CAM looks for such a pooling below the classifier.
+
+The ONNX form of a rule (the serving issue) likewise lives beside it.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Callable, Mapping, Optional, Sequence
 
 from ..engine.graph.model import Graph, Node
@@ -66,6 +75,18 @@ class Recorded(enum.Enum):
 class Need:
     kind: Recorded
     tensor: str
+
+
+class Propagation(enum.Enum):
+    """What travels down a walk (docs/method.md §9)."""
+    EXCITATION = "excitation"    # winning probabilities, the rules of §1-§3
+    GRADIENT = "gradient"        # the gradient of the top signal: vector-Jacobian products
+    DECONVNET = "deconvnet"      # the gradient, a ReLU passing its signal's positive part
+    GUIDED = "guided"            # the gradient, a ReLU passing its signal's positive part where x > 0
+    LRP = "lrp"                  # relevance, the ε rule
+
+
+GRADIENT_KINDS = (Propagation.GRADIENT, Propagation.DECONVNET, Propagation.GUIDED)
 
 
 class Role(enum.Enum):
@@ -153,6 +174,27 @@ def constant_inputs_refusal(*indices: int):
 
 
 @dataclass(frozen=True)
+class Variant:
+    """An op's backward for one propagation kind; ``signal_inputs`` and ``refusal`` None mean the
+    rule's own. ``backward`` None: the op is refused for that kind, ``refusal`` saying why."""
+    backward: Optional[Callable]
+    needs: Callable[[Node, Graph], Sequence[Need]] = nothing
+    signal_inputs: Optional[Callable[[Node, Graph], Sequence[int]]] = None
+    refusal: Optional[Callable[[Node, Graph], Optional[str]]] = None
+    derived: Mapping[Recorded, Callable] = field(default_factory=dict)
+
+
+def refused(reason: str) -> Variant:
+    """A variant that refuses the op for its kind, saying ``reason``."""
+    return Variant(None, refusal=lambda node, graph: reason)
+
+
+def for_kinds(kinds: Sequence[Propagation], variant: Variant) -> dict:
+    """``variants``: the same variant for each of ``kinds``."""
+    return {kind: variant for kind in kinds}
+
+
+@dataclass(frozen=True)
 class Rule:
     backward: Optional[Callable] = None
     signal_inputs: Callable[[Node, Graph], Sequence[int]] = first_input
@@ -166,6 +208,22 @@ class Rule:
     layout: Callable = merged_layout
     channels_first: bool = False
     role: Role = Role.MAP
+    variants: Mapping[Propagation, Variant] = field(default_factory=dict)
+    every_propagation: bool = False
+    averaged_axes: Optional[Callable[[Node, Graph], Optional[tuple[int, ...]]]] = None
+
+    def variant(self, kind: Propagation) -> Optional[Variant]:
+        """The backward for ``kind`` with the rule's defaults filled in; None where the op has none
+        (an entry without a backward has none for any kind)."""
+        if self.backward is None:
+            return None
+        if kind is Propagation.EXCITATION or self.every_propagation:
+            return Variant(self.backward, self.needs, self.signal_inputs, self.refusal, self.derived)
+        variant = self.variants.get(kind)
+        if variant is None:
+            return None
+        return replace(variant, signal_inputs=variant.signal_inputs or self.signal_inputs,
+                       refusal=variant.refusal or self.refusal)
 
 
 RULES: dict[str, Rule] = {}
@@ -198,6 +256,7 @@ def rule_for(node: Node) -> Optional[Rule]:
     return entry if entry is not None and entry.backward is not None else None
 
 
-def supported_ops() -> list[str]:
-    """The op types the walk can pass, sorted."""
-    return sorted(op for op, entry in RULES.items() if entry.backward is not None)
+def supported_ops(kind: Propagation = Propagation.EXCITATION) -> list[str]:
+    """The op types a walk of ``kind`` can pass (in some configuration), sorted."""
+    return sorted(op for op, entry in RULES.items()
+                  if (variant := entry.variant(kind)) is not None and variant.backward is not None)

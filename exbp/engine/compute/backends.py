@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import math
 import re
 from typing import Optional
 
@@ -59,6 +60,10 @@ class ArrayBackend:
         xp = self.xp
         positive = z > 0
         return xp.where(positive, 1 / xp.where(positive, z, 1), 0).astype(z.dtype, copy=False)
+
+    def erf(self, x):
+        """The error function, element-wise (GELU's derivative); NumPy has none."""
+        return _numpy_erf(x).astype(x.dtype)
 
     def conv(self, x, weight, part, *, strides, pads, dilations, group, out_spatial):
         """Conv of ``x`` with the ``part`` of ``weight`` (a Weight), no bias."""
@@ -151,9 +156,16 @@ class CupyBackend(ArrayBackend):
         with super().computing(), self._device:     # CuPy allocates on this device meanwhile
             yield
 
+    def erf(self, x):
+        from cupyx.scipy.special import erf
+        return erf(x)
+
     def from_onnxruntime(self, value):
         """A CuPy array sharing the memory of an onnxruntime OrtValue on this GPU."""
         return self.xp.from_dlpack(value)
+
+
+_numpy_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def cuda_unavailable(device_id: int = 0) -> Optional[str]:

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ...graph_rules.onnx_form import POSITIVE
+from ...graph_rules.onnx_form import POSITIVE, WHOLE
 
 
 class Weight:
@@ -27,7 +27,9 @@ class Weight:
         self._parts: dict[str, object] = {}
 
     def part(self, part: str):
-        """W⁺ (POSITIVE) or W⁻ (NEGATIVE) on the backend, computed once."""
+        """W⁺ (POSITIVE) or W⁻ (NEGATIVE) on the backend, computed once; W itself (WHOLE)."""
+        if part == WHOLE:
+            return self.value
         if part not in self._parts:
             xp = self._xp
             self._parts[part] = xp.maximum(self.value, 0) if part == POSITIVE else xp.minimum(self.value, 0)

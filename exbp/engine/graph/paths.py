@@ -5,13 +5,17 @@ The signal starts at the logits — the input of a final output normalisation (S
 through ops that keep their input's values, else the first graph output — and flows down through
 each rule's signal inputs. Only nodes on a walk's path need a rule, so an unsupported op elsewhere
 never causes an error.
+
+Which inputs take signal, and which configurations are refused, depend on the propagation kind
+(docs/method.md §9: the gradient of a gate reaches both its operands); every question here takes
+the kind, Excitation Backprop's by default.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from ...graph_rules import Role, entry_for, rule_for, supported_ops
+from ...graph_rules import Propagation, Role, entry_for, rule_for, supported_ops
 from .model import Graph, Node
 
 
@@ -29,21 +33,30 @@ def find_logits(graph: Graph) -> str:
     return graph.output_name
 
 
-def signal_inputs(node: Node, graph: Graph) -> tuple[int, ...]:
+EXCITATION = Propagation.EXCITATION
+
+
+def variant_for(node: Node, kind: Propagation = EXCITATION):
+    """The node's backward for ``kind`` (a :class:`~exbp.graph_rules.Variant`), or None."""
+    rule = rule_for(node)
+    return rule.variant(kind) if rule is not None else None
+
+
+def signal_inputs(node: Node, graph: Graph, kind: Propagation = EXCITATION) -> tuple[int, ...]:
     """Inputs that can receive signal: the rule says; an op without a rule, or in a configuration
     its rule refuses, may use any input (so that it is found on the path and refused there)."""
-    rule = rule_for(node)
-    if rule is not None and rule.refusal(node, graph) is None:
-        return tuple(rule.signal_inputs(node, graph))
+    variant = variant_for(node, kind)
+    if variant is not None and variant.backward is not None and variant.refusal(node, graph) is None:
+        return tuple(variant.signal_inputs(node, graph))
     return tuple(i for i, name in enumerate(node.inputs) if name and not graph.is_constant(name))
 
 
-def reaching_logits(graph: Graph, logits: str) -> set[str]:
+def reaching_logits(graph: Graph, logits: str, kind: Propagation = EXCITATION) -> set[str]:
     """Tensors from which the signal can reach the logits."""
     reached = {logits}
     for node in reversed(graph.nodes):
         if any(name in reached for name in node.outputs):
-            reached.update(node.inputs[i] for i in signal_inputs(node, graph))
+            reached.update(node.inputs[i] for i in signal_inputs(node, graph, kind))
     return reached
 
 
@@ -55,18 +68,20 @@ def descendants(graph: Graph, tensor: str) -> set[str]:
     return found
 
 
-def refusal_of(node: Node, graph: Graph) -> Optional[str]:
-    """Why the walk cannot pass ``node``, or None."""
-    rule = rule_for(node)
-    if rule is None:
+def refusal_of(node: Node, graph: Graph, kind: Propagation = EXCITATION) -> Optional[str]:
+    """Why a walk of ``kind`` cannot pass ``node``, or None."""
+    if rule_for(node) is None:
         domain = f" (domain {node.domain})" if node.domain else ""
         return f"no Excitation Backprop rule for op {node.op_type}{domain}"
-    return rule.refusal(node, graph)
+    variant = variant_for(node, kind)
+    if variant is None:
+        return f"no {kind.value} rule for op {node.op_type}"
+    return variant.refusal(node, graph)
 
 
-def unsupported_message(node: Node, reason: str, where: str) -> str:
+def unsupported_message(node: Node, reason: str, where: str, kind: Propagation = EXCITATION) -> str:
     return (f"{reason}: {node.op_type} node {node.name!r}, {where}; supported ops: "
-            f"{', '.join(supported_ops())}")
+            f"{', '.join(supported_ops(kind))}")
 
 
 def cut_tensors(graph: Graph, on_path: set[str]) -> list[str]:

@@ -21,13 +21,16 @@ def recorded_name(node: Node, kind: Recorded) -> str:
 
 
 def derived_nodes(steps: Iterable, non_negative: AbstractSet[str]) -> tuple[list, dict]:
-    """(the ONNX nodes computing every derived quantity of the walk's steps, {output name: the
-    node it belongs to}); ``non_negative``: the static sign analysis' tensors."""
+    """(the ONNX nodes computing every derived quantity of the walks' steps, {output name: the
+    node it belongs to}); ``non_negative``: the static sign analysis' tensors. A node that two
+    walks of one recording visit has its quantities computed once."""
     built, owners = [], {}
     for step in steps:
         node = step.node
-        for kind, build in step.rule.derived.items():
+        for kind, build in step.variant.derived.items():
             name = recorded_name(node, kind)
+            if name in owners:
+                continue
             nodes = build(node, node.inputs[0] in non_negative, name)
             if nodes:
                 built.extend(nodes)

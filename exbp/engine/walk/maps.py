@@ -1,5 +1,7 @@
-"""From the signal at a layer to maps (docs/method.md §5): channel sum, the method's finish (c-MWP
-keeps the positive part), bilinear resize; and :class:`Explanation`, what a caller gets back."""
+"""From the signal at a layer to maps (docs/method.md §5, §9): the method's reduction over the
+channels (a sum; the largest magnitude; Grad-CAM's and CAM's weighting of the layer's activation),
+its positive part where the method keeps it (c-MWP, Grad-CAM), bilinear resize; and
+:class:`Explanation`, what a caller gets back."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ class Explanation:
     targets: np.ndarray    # int64 (N, K)
     logits: np.ndarray     # float32 (N, classes) — (N, classes, *spatial) for a convolutional head
     layer: str             # the tensor the maps were computed at
-    method: str            # the method's name, "mwp" or "cmwp"
+    method: str            # the method's name ("mwp", "cmwp", "gradient", ...)
 
     def resized(self, size: Sequence[int]) -> "Explanation":
         """The same explanation with its maps resized (bilinear, half-pixel) to ``size`` (H, W)."""
@@ -64,26 +66,63 @@ def max_point(resized: np.ndarray) -> Optional[tuple[int, int]]:
     return int(x), int(y)
 
 
-def explanations(backend, signal, methods: Sequence[Method], layout: Layout,
-                 targets: np.ndarray, logits: np.ndarray, layer: str,
+def explanations(backend, signal, methods: Sequence[Method], blocks: Sequence[int], layout: Layout,
+                 activation, targets: np.ndarray, logits: np.ndarray, layer: str,
                  size: Optional[Sequence[int]]) -> dict[str, Explanation]:
-    """An Explanation per method from the walk's signal (a block of rows per method), resized
-    to ``size`` when given."""
+    """An Explanation per method from the walk's signal (``blocks[i]``: the block of rows that
+    ``methods[i]`` reads), resized to ``size`` when given; ``activation``: the layer's, for the
+    methods that read it."""
     xp = backend.xp
     if not bool(xp.all(xp.isfinite(signal))):
         raise InputError(f"the signal at layer {layer!r} is not finite for this input (the "
                          "model's activations overflow float32); check the input's scale")
-    summed = spatial_sum(xp, signal, layout)
+    per_channel = channels_and_positions(xp, signal, layout)
+    if activation is not None:
+        activation = channels_and_positions(xp, activation[None], layout)[0]
     count = targets.shape[1]
     results = {}
-    for block, method in enumerate(methods):
-        maps = method.finish(xp, xp.moveaxis(summed[block * count:(block + 1) * count], 0, 1))
+    for method, block in zip(methods, blocks):
+        reduced = REDUCE[method.reduction](xp, per_channel[block * count:(block + 1) * count], activation)
+        maps = xp.moveaxis(xp.maximum(reduced, 0) if method.clamps else reduced, 0, 1)
         if size is not None:
             maps = resize(xp, maps, size)
         results[method.name] = Explanation(maps=backend.to_host(maps).astype(np.float32),
                                            targets=targets, logits=logits, layer=layer,
                                            method=method.name)
     return results
+
+
+def channels_and_positions(xp, signal, layout: Layout):
+    """(rows, *the layer's axes) -> (rows, N, C, *spatial axes in the input's order), any axis of
+    size one summed away."""
+    kept = (0, layout.channel_axis) + layout.spatial_axes
+    summed = signal.sum(axis=tuple(axis + 1 for axis in range(layout.rank) if axis not in kept))
+    in_tensor_order = sorted(kept)
+    return xp.transpose(summed, (0,) + tuple(1 + in_tensor_order.index(axis) for axis in kept))
+
+
+def _grad_cam(xp, signal, activation):
+    """Σ_c α_c A_c, α_c the gradient's mean over the positions (Selvaraju et al.)."""
+    positions = tuple(range(3, signal.ndim))
+    return (signal.mean(axis=positions, keepdims=True) * activation).sum(axis=2)
+
+
+def _cam(xp, signal, activation):
+    """Σ_c w_c A_c (Zhou et al.): at the global average pooling's input the gradient is w_c over
+    the number of positions at every position (docs/method.md §9.6)."""
+    positions = 1
+    for dim in signal.shape[3:]:
+        positions *= int(dim)
+    return (signal * activation).sum(axis=2) * positions
+
+
+# (rows, N, C, *spatial) signal, (N, C, *spatial) activation -> (rows, N, *spatial)
+REDUCE = {
+    "sum": lambda xp, signal, activation: signal.sum(axis=2),
+    "max-abs": lambda xp, signal, activation: xp.abs(signal).max(axis=2),
+    "grad-cam": _grad_cam,
+    "cam": _cam,
+}
 
 
 def concatenated(parts: Sequence[Explanation]) -> Explanation:
@@ -93,15 +132,6 @@ def concatenated(parts: Sequence[Explanation]) -> Explanation:
                        targets=np.concatenate([p.targets for p in parts]),
                        logits=np.concatenate([p.logits for p in parts]),
                        layer=first.layer, method=first.method)
-
-
-def spatial_sum(xp, signal, layout: Layout):
-    """(rows, *the layer's axes) -> (rows, N, *spatial axes in the input's order): the signal
-    summed over the channels (and any axis of size one)."""
-    kept = (0,) + layout.spatial_axes
-    summed = signal.sum(axis=tuple(axis + 1 for axis in range(layout.rank) if axis not in kept))
-    in_tensor_order = sorted(kept)
-    return xp.transpose(summed, (0,) + tuple(1 + in_tensor_order.index(axis) for axis in kept))
 
 
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:

@@ -7,6 +7,9 @@ Where a tensor feeds several consumers, their signals add up (fan-out sums).
 Methods are blocks of rows. At the classifier each method turns the rule's output ``P_W`` (and,
 for a contrastive one, the dual's ``P_dual``) into its own block (docs/method.md §4); the
 difference travels down once, which equals subtracting the two maps at the layer.
+
+A walk carries one propagation kind (docs/method.md §9): each step calls its rule's variant for
+the plan's kind.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method],
         outgoing = [signals.pop(name, None) for name in step.node.outputs]
         if all(signal is None for signal in outgoing):
             continue
-        incoming = step.rule.backward(step.node, tensors, outgoing, step.receivers)
+        incoming = step.variant.backward(step.node, tensors, outgoing, step.receivers)
         if lost is not None:
             lost[step.node.name] = _mass(xp, outgoing) - _mass(xp, incoming)
         if index == plan.classifier and (with_dual or len(methods) > 1):  # branch into methods
-            duals = (plan.dual.rule.backward(plan.dual.node, tensors, outgoing, step.receivers)
+            duals = (plan.dual.variant.backward(plan.dual.node, tensors, outgoing, step.receivers)
                      if with_dual else [None] * len(incoming))
             incoming = [xp.concatenate([m.at_classifier(own, dual) for m in methods], axis=0)
                         for own, dual in zip(incoming, duals)]
