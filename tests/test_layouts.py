@@ -163,3 +163,34 @@ def test_a_transposed_copy_of_a_padded_tensor_is_no_layer_either():
     assert x in names and "padded" not in names and "copy" not in names
     with pytest.raises(exbp.LayerError, match="border holds no image"):
         explainer.explain(b.input(), layer="copy")
+
+
+def test_a_channel_shuffle_whose_shape_is_computed_keeps_its_layout():
+    """torchvision's ShuffleNetV2 computes the shuffle's Reshape targets from Shape(x) (batch at
+    run time): once that arithmetic is folded, the shapes are inferred again and the shuffled
+    tensor is a layer — and the deepest cut, the default."""
+    b = ModelBuilder((1, 3, 16, 16), seed=5)
+    x = b.relu(b.conv(b.input_name, 8, stride=2))
+    batch = b.node("Slice", [b.node("Shape", [x]), _ints(b, [0]), _ints(b, [1]), _ints(b, [0])])
+    channels = b.node("Gather", [b.node("Shape", [x]), b.const(np.array(1, np.int64))])
+    half = b.node("Unsqueeze", [b.node("Div", [channels, b.const(np.array(2, np.int64))]), _ints(b, [0])])
+    split = b.node("Reshape", [x, b.node("Concat", [batch, _ints(b, [2]), half, _ints(b, [8, 8])], axis=0)])
+    swapped = b.node("Transpose", [split], perm=[0, 2, 1, 3, 4])
+    shuffled = b.node("Reshape", [swapped, b.node("Concat", [batch, _ints(b, [8, 8, 8])], axis=0)],
+                      name="shuffled")
+    weight = b.const(b.rng.normal(0, 0.5, (4, 8, 3, 3)).astype(np.float32))
+    features = b.relu(b.node("Conv", [shuffled, weight], pads=[1, 1, 1, 1]))
+    pooled = b.node("Flatten", [b.node("GlobalAveragePool", [features])])
+    model = b.build(b.node("Gemm", [pooled, b.const(b.rng.normal(size=(4, 3)).astype(np.float32))],
+                           name="classifier"), check=False)
+    explainer = exbp.Explainer(model)
+    assert {layer.name: layer.layout for layer in explainer.layers()}.get("shuffled") == "NCHW"
+    x_in = b.input(seed=2)
+    top = np.zeros((1, 1, 3), np.float32)
+    top[0, 0, 1] = 1
+    expected = Oracle(model).signal(x_in, top, "shuffled").sum(axis=2)
+    assert_close(explainer.explain(x_in, targets=1, layer="shuffled", method="mwp").maps[:, 0], expected[0])
+
+
+def _ints(b, values):
+    return b.const(np.array(values, np.int64))

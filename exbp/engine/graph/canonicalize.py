@@ -26,7 +26,8 @@ into, which ``aliases`` records so that a user may still name it as the map laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -83,10 +84,13 @@ def fold_static_shape_arithmetic(rewrite: Rewrite) -> None:
         rewrite.nodes = fold_static_shapes(rewrite.nodes, rewrite.constants, shapes, rewrite.opset,
                                            rewrite.protected)
         if len(rewrite.constants) == count or rewrite.template is None:
-            return
+            break
         model = _folded_model(rewrite.template, rewrite.nodes, rewrite.constants,
                               rewrite.template.graph.input[0])
         shapes.update(inferred_shapes(model)[0])
+    # the graph's shapes are the last inference's: the layouts read them (a channel shuffle's
+    # Reshape targets are known only once its shape arithmetic is folded)
+    rewrite.shapes = {**shapes, **{name: value.shape for name, value in rewrite.constants.items()}}
 
 
 def drop_identity_and_dropout(rewrite: Rewrite) -> None:
@@ -182,8 +186,10 @@ def canonicalize(graph: Graph, passes=PASSES) -> CanonicalGraph:
                       template=graph.inference_model)
     for rewrite_pass in passes:
         rewrite_pass(rewrite)
-    return CanonicalGraph(graph=graph.with_nodes(rewrite.nodes, rewrite.constants),
-                          aliases=rewrite.aliases, recorded_as=rewrite.recorded_as)
+    canonical = graph.with_nodes(rewrite.nodes, rewrite.constants)
+    if rewrite.shapes is not graph.shapes:
+        canonical = replace(canonical, shapes=MappingProxyType(dict(rewrite.shapes)))
+    return CanonicalGraph(graph=canonical, aliases=rewrite.aliases, recorded_as=rewrite.recorded_as)
 
 
 def _scalar_constant(rewrite: Rewrite, name: str):
