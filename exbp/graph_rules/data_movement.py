@@ -20,14 +20,20 @@ from .registry import (Need, Recorded, Role, activation_inputs, by_opset, consta
                        keeps_sign_of, rule, shape_of_first_input)
 
 
+def moves_values(node, graph) -> bool:
+    """``shares_by_sign``: every input value's signal is its output position's."""
+    return True
+
+
 @rule("Flatten", "Reshape", "Squeeze", "Unsqueeze", needs=shape_of_first_input,
-      role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=reshaped_layout, every_propagation=True)
+      role=Role.SAME_VALUES, shares_by_sign=moves_values, sign=keeps_sign_of(0), layout=reshaped_layout, every_propagation=True)
 def reshape_rule(node, tensors, signals, receivers):
     signal = signals[0]
     return [signal.reshape((signal.shape[0],) + tuple(tensors.shape(node.inputs[0])))]
 
 
-@rule("Transpose", role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=transposed_layout, every_propagation=True)
+@rule("Transpose", role=Role.SAME_VALUES, sign=keeps_sign_of(0), layout=transposed_layout,
+      shares_by_sign=moves_values, every_propagation=True)
 def transpose_rule(node, tensors, signals, receivers):
     signal = signals[0]
     rank = signal.ndim - 1
@@ -147,7 +153,7 @@ def _python_slice(start: int, end: int, step: int, dim: int) -> slice:
     return slice(start, end if end >= 0 else None, step)
 
 
-@rule("Slice", needs=shape_of_first_input, refusal=constant_inputs_refusal(1, 2, 3, 4),
+@rule("Slice", shares_by_sign=moves_values, needs=shape_of_first_input, refusal=constant_inputs_refusal(1, 2, 3, 4),
       parameters=by_opset({1: _slice_attributes, 10: _slice_inputs}), sign=keeps_sign_of(0), every_propagation=True)
 def slice_rule(node, tensors, signals, receivers):
     signal = signals[0]
@@ -176,7 +182,7 @@ def _all_input_shapes(node, graph):
     return tuple(Need(Recorded.SHAPE, name) for name in node.inputs if name)
 
 
-@rule("Concat", signal_inputs=activation_inputs, needs=_all_input_shapes, sign=keeps_sign_of(), every_propagation=True)
+@rule("Concat", shares_by_sign=moves_values, signal_inputs=activation_inputs, needs=_all_input_shapes, sign=keeps_sign_of(), every_propagation=True)
 def concat_rule(node, tensors, signals, receivers):
     signal = signals[0]
     axis = node.attrs["axis"] % (signal.ndim - 1)
@@ -189,7 +195,7 @@ def _output_shapes(node, graph):
     return tuple(Need(Recorded.SHAPE, name) for name in node.outputs if name)
 
 
-@rule("Split", needs=_output_shapes, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0), every_propagation=True)
+@rule("Split", shares_by_sign=moves_values, needs=_output_shapes, refusal=constant_inputs_refusal(1), sign=keeps_sign_of(0), every_propagation=True)
 def split_rule(node, tensors, signals, receivers):
     xp = tensors.xp
     present = next(s for s in signals if s is not None)

@@ -44,7 +44,14 @@ def _split_needs(node, graph):
 _ADD_GRADIENT = Variant(pass_to_receivers, needs=receiver_shapes(activation_inputs))
 
 
+def _all_activations(node, graph) -> bool:
+    """``shares_by_sign``: an Add or Sum of activations only (a constant operand is a bias, and a
+    lone activation passes its whole signal through)."""
+    return len(activation_inputs(node, graph)) == len([name for name in node.inputs if name]) > 1
+
+
 @rule("Add", "Sum", signal_inputs=activation_inputs, needs=_split_needs, sign=keeps_sign_of(),
+      shares_by_sign=_all_activations,
       variants={**for_kinds(GRADIENT_KINDS, _ADD_GRADIENT),
                 Propagation.LRP: relevance_of(_ADD_GRADIENT, activation_inputs)})
 def add_rule(node, tensors, signals, receivers):

@@ -21,6 +21,9 @@ An entry (:class:`Rule`) holds:
   input_non_negative)`` returns the ONNX nodes computing it, the arrays they read, or None.
 * ``sign(node, graph, non_negative)`` — whether the output is ≥ 0 for every input, given the set of
   tensors already known to be (the static sign analysis, docs/method.md §1.2).
+* ``shares_by_sign(node, graph)`` — whether the rule gives an input's negative values signal only where the output's
+  value is negative (the sign-consistent Add, data movement): behind such an op whose output's
+  negative values carry no signal, the input's carry none either (§3.3).
 * ``rectifier(node, graph)`` — whether the output is 0 wherever the input is negative (ReLU): the
   negative values of a tensor that feeds only rectifiers carry no signal, and rules that share
   negative values by sign (§3.1, §3.3) skip that work for it.
@@ -202,6 +205,7 @@ class Rule:
     derived: Mapping[Recorded, Callable] = field(default_factory=dict)
     sign: SignRule = never_non_negative
     rectifier: Callable[[Node, Graph], bool] = lambda node, graph: False
+    shares_by_sign: Callable[[Node, Graph], bool] = lambda node, graph: False
     refusal: Callable[[Node, Graph], Optional[str]] = never_refused
     weight_input: Optional[Callable[[Node, Graph], int]] = None
     parameters: Optional[Callable[[Node, Graph], Optional[dict]]] = None
@@ -254,6 +258,27 @@ def rule_for(node: Node) -> Optional[Rule]:
     """The entry for ``node`` if it has an Excitation Backprop rule."""
     entry = entry_for(node)
     return entry if entry is not None and entry.backward is not None else None
+
+
+def negatives_carry_signal(graph: Graph, name: str, known: Optional[dict] = None) -> bool:
+    """Whether signal can reach ``name``'s negative values (docs/method.md §3.3): not where every
+    consumer is a rectifier (a ReLU), which makes them 0, or shares by sign (a residual Add, a
+    Reshape) into outputs whose negative values receive none either — ResNet's projection before
+    its Add and ReLU. ``known`` memoises answers across calls."""
+    known = {} if known is None else known
+    if name not in known:
+        consumers = graph.consumers_of(name)
+        known[name] = name == graph.output_name or not consumers or not all(
+            _stops_negative_signal(node, graph, known) for node in consumers)
+    return known[name]
+
+
+def _stops_negative_signal(node: Node, graph: Graph, known: dict) -> bool:
+    entry = entry_for(node)
+    if entry is None:
+        return False
+    return entry.rectifier(node, graph) or (entry.shares_by_sign(node, graph) and not any(
+        negatives_carry_signal(graph, name, known) for name in node.outputs if name))
 
 
 def supported_ops(kind: Propagation = Propagation.EXCITATION) -> list[str]:

@@ -8,6 +8,7 @@ sign follows from its inputs'; an op it does not cover may be negative.
 from __future__ import annotations
 
 from ...graph_rules import entry_for
+from ...graph_rules.registry import negatives_carry_signal
 from .model import Graph
 
 
@@ -22,12 +23,7 @@ def non_negative_tensors(graph: Graph) -> frozenset[str]:
 
 
 def rectified_tensors(graph: Graph) -> frozenset[str]:
-    """Tensors every consumer of which is a rectifier (a ReLU): their negative values become 0
-    there, so no signal reaches them (docs/method.md §3.3)."""
-    found = set()
-    for name, consumers in graph.consumers.items():
-        entries = [(node, entry_for(node)) for node in consumers]
-        if name != graph.output_name and all(entry is not None and entry.rectifier(node, graph)
-                                             for node, entry in entries):
-            found.add(name)
-    return frozenset(found)
+    """Tensors whose negative values no signal reaches (``negatives_carry_signal``, §3.3)."""
+    known: dict = {}
+    return frozenset(name for node in reversed(graph.nodes) for name in node.outputs
+                     if name and not negatives_carry_signal(graph, name, known))
