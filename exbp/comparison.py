@@ -75,12 +75,13 @@ class ComparedTarget:
 class Comparison:
     model_a: str
     model_b: str
-    layer_a: str
+    layer_a: str                      # the layers compared (the first method's; see layers)
     layer_b: str
     tolerances: Tolerances
     rows: list[ComparedTarget] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)     # input -> why it was not compared
     maps: dict = field(default_factory=dict, repr=False)   # (image, target) -> {method: (a, b)} resized
+    layers: dict = field(default_factory=dict)             # method -> (layer of A, layer of B)
 
     @property
     def within(self) -> bool:
@@ -88,7 +89,8 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"model_a": self.model_a, "model_b": self.model_b, "layer_a": self.layer_a,
-                "layer_b": self.layer_b, "tolerances": asdict(self.tolerances),
+                "layer_b": self.layer_b, "layers": {m: list(pair) for m, pair in self.layers.items()},
+                "tolerances": asdict(self.tolerances),
                 "within_tolerances": self.within, "failures": self.failures,
                 "results": [{**asdict(row), "within": row.within} for row in self.rows]}
 
@@ -148,8 +150,8 @@ def _compare_one(comparison, name, explainers, pair, size, layers, methods, targ
     classes = [int(c) for c in np.argsort(-logits[0][0], kind="stable")[:targets]]
     results = [e.explain_methods(x, targets=classes, layer=layer, methods=methods)
                for e, x, layer in zip(explainers, pair, layers)]
-    comparison.layer_a = next(iter(results[0].values())).layer
-    comparison.layer_b = next(iter(results[1].values())).layer
+    comparison.layers = {method: (results[0][method].layer, results[1][method].layer) for method in methods}
+    comparison.layer_a, comparison.layer_b = comparison.layers[methods[0]]
     scale = float(np.abs(logits[0]).max()) or 1.0
     difference = float(np.abs(logits[0] - logits[1]).max()) / scale
     top = [tuple(int(c) for c in np.argsort(-l[0], kind="stable")[:top_k]) for l in logits]

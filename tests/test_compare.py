@@ -145,3 +145,13 @@ def test_an_int8_qdq_quantisation_compares_within_the_int8_tolerances(tmp_path):
     assert result.exit_code == 0, result.output
     strict = run("compare", full, qdq, *photos, "--out", tmp_path / "strict")
     assert strict.exit_code == 4
+
+
+def test_methods_at_different_layers_are_each_compared_at_their_own(twins, tmp_path):
+    first, last, _ = twins
+    out = tmp_path / "out"
+    result = run("compare", first, last, *_photos(tmp_path, 1), "--method", "gradient,cmwp", "--out", out)
+    assert result.exit_code == 0, result.output
+    layers = json.loads((out / "comparison.json").read_text())["layers"]
+    assert layers["gradient"] == ["input", "input"] and layers["cmwp"][0] != "input"
+    assert "input (gradient)" in result.output

@@ -450,7 +450,8 @@ def compare(model_a, model_b, images, layer_a, layer_b, methods, target_count, t
             exbp.write_comparison_sheet(exbp.load_image(path), comparison.maps[str(path), target],
                                         (model_a.name, model_b.name), out / f"{stem}_{target}_compare.png")
     exbp.write_json(out / "comparison.json", comparison.to_dict())
-    click.echo(f"A: {model_a} at {comparison.layer_a}\nB: {model_b} at {comparison.layer_b}")
+    for side, model, index in (("A", model_a, 0), ("B", model_b, 1)):
+        click.echo(f"{side}: {model} at {_layers_text(comparison.layers, index)}")
     click.echo(comparison.table(), nl=False)
     for image, error in comparison.failures.items():
         click.echo(f"skipped {image}: {error}", err=True)
@@ -463,6 +464,16 @@ def compare(model_a, model_b, images, layer_a, layer_b, methods, target_count, t
         sys.exit(BEYOND_TOLERANCES)
     if comparison.failures:
         sys.exit(PARTIAL_FAILURE)
+
+
+def _layers_text(layers: dict, side: int) -> str:
+    """"layer" when every method maps at one layer, else "layer (methods), ..."."""
+    by_layer: dict[str, list[str]] = {}
+    for method, pair in layers.items():
+        by_layer.setdefault(pair[side], []).append(method)
+    if len(by_layer) == 1:
+        return next(iter(by_layer))
+    return ", ".join(f"{layer} ({', '.join(methods)})" for layer, methods in by_layer.items())
 
 
 @cli.command()
