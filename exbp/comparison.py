@@ -25,7 +25,7 @@ from PIL import Image
 
 from .engine.explainer import Explainer
 from .engine.walk.maps import max_point
-from .errors import InputError
+from .errors import InputError, ModelError
 from .preprocessing import MAX_IMAGE_PIXELS, load_image, resolve_preprocessing
 
 
@@ -125,6 +125,9 @@ def compare(model_a: Model, model_b: Model, inputs: Sequence[Input], *, methods=
     ``targets`` classes in both; ``top_k``: the classes whose order must agree. An input that
     cannot be read is recorded in ``failures`` and the others go on."""
     a, b = (model if isinstance(model, Explainer) else Explainer(model) for model in (model_a, model_b))
+    if a.classes and b.classes and a.classes != b.classes:
+        raise ModelError(f"model A has {a.classes} classes and model B {b.classes}; compare two "
+                         "models of one network (the same classes)")
     if isinstance(tolerances, str):
         if tolerances not in TOLERANCES:
             raise InputError(f"unknown tolerances {tolerances!r}; use one of {', '.join(TOLERANCES)}")
@@ -147,6 +150,9 @@ def compare(model_a: Model, model_b: Model, inputs: Sequence[Input], *, methods=
 def _compare_one(comparison, name, explainers, pair, size, layers, methods, targets, top_k):
     a, b = explainers
     logits = [e.logits(x) for e, x in zip(explainers, pair)]
+    if logits[0].shape != logits[1].shape:
+        raise ModelError(f"model A's logits have shape {logits[0].shape} and model B's "
+                         f"{logits[1].shape}; compare two models of one network")
     classes = [int(c) for c in np.argsort(-logits[0][0], kind="stable")[:targets]]
     results = [e.explain_methods(x, targets=classes, layer=layer, methods=methods)
                for e, x, layer in zip(explainers, pair, layers)]

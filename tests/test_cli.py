@@ -291,3 +291,20 @@ def _within(point, box, tolerance=15):
 def test_pointing_hit_rule():
     assert _within({"x": 10, "y": 10}, [0, 0, 5, 5]) and not _within({"x": 20, "y": 20}, [0, 0, 5, 5])
     assert _within({"x": 20, "y": 5}, [0, 0, 5, 5]) and not _within({"x": 21, "y": 5}, [0, 0, 5, 5])
+
+
+def test_explain_on_ray_without_ray_says_what_to_install(small, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    model, _ = small
+    image = save_image(tmp_path / "photo.png")
+    result = run("explain", model, image, "--ray", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "--ray needs Ray" in result.output and "Traceback" not in result.output

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 import exbp
-from builders import residual_net
+from builders import residual_net, vgg_like
 from conftest import run, save_model
 
 
@@ -155,3 +155,12 @@ def test_methods_at_different_layers_are_each_compared_at_their_own(twins, tmp_p
     layers = json.loads((out / "comparison.json").read_text())["layers"]
     assert layers["gradient"] == ["input", "input"] and layers["cmwp"][0] != "input"
     assert "input (gradient)" in result.output
+
+
+def test_models_of_different_networks_are_refused_in_one_line(twins, tmp_path):
+    first, _, _ = twins
+    _, other = vgg_like(size=16, classes=7)
+    result = run("compare", first, save_model(other, tmp_path / "other.onnx"), *_photos(tmp_path, 1),
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "5 classes and model B 7" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
