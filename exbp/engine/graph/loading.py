@@ -17,16 +17,19 @@ from ...errors import ModelError, first_line
 # schemas of those ops changed only their type lists after opset 22).
 MIN_OPSET = 7
 MAX_OPSET = 28
+PROTOBUF_LIMIT = 2 ** 31 - 1    # bytes: a larger ModelProto cannot be serialised
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Return a checked ModelProto from a path or a ModelProto (which is not modified)."""
+    path = None
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
         label = f"model {model.graph.name or '<unnamed>'!r}"
     elif isinstance(source, (str, os.PathLike)):
-        model = _read_file(Path(source))
+        path = Path(source)
+        model = _read_file(path)
         label = str(source)
     else:
         raise ModelError(
@@ -34,7 +37,12 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
             "or an onnx.ModelProto")
     _check_opset(model, label)
     try:
-        onnx.checker.check_model(model)
+        if path is not None:        # by path: its external data beside it, whatever its size
+            onnx.checker.check_model(str(path))
+        elif model.ByteSize() < PROTOBUF_LIMIT:
+            onnx.checker.check_model(model)
+        # (a ModelProto over protobuf's 2 GB cannot be serialised for the checker; reading its
+        # graph below still refuses what exbp cannot use)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{label} is not a valid ONNX model: {first_line(exc)}") from None
     return model
