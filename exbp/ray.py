@@ -67,7 +67,8 @@ class ExplainBatch:
         except ExbpError as exc:
             return {"error": str(exc)}
         first = next(iter(results.values()))
-        resized = {name: result.resized(True) for name, result in results.items()}
+        size = self.explainer.input_spec.spatial(x[None].shape)      # max points in input pixels
+        resized = {name: result.resized(size) for name, result in results.items()}
         return {"error": "", "target": first.targets[0],
                 "probability": first.probabilities()[0][first.targets[0]],
                 **{name: result.maps[0] for name, result in results.items()},
