@@ -45,8 +45,7 @@ def create_app(model, preset: Optional[str] = None, max_layer_values: int = 1 <<
         try:
             picture = load_image(image.file.read())
             picture.filename = image.filename or "upload"
-            specs = [int(t) if t.strip().lstrip("-").isdigit() else t for t in targets]
-            (result,) = explain_images(explainer, [picture], settings, specs, method, layer)
+            (result,) = explain_images(explainer, [picture], settings, targets, method, layer)
             if isinstance(result, ExbpError):
                 raise result
         except ExbpError as exc:

@@ -79,6 +79,16 @@ def test_per_image_targets(architecture):
     assert_close(result.maps[1:], explainer.explain(x[1:], targets=5, method="cmwp").maps)
 
 
+def test_targets_written_as_text(architecture):
+    """A class index as a command line or a query writes it ("5") is that index."""
+    b, _, explainer = architecture
+    x = b.input(seed=8)
+    np.testing.assert_array_equal(explainer.explain(x, targets=["5", " top1", 2]).targets[0][:1], [5])
+    assert_close(explainer.explain(x, targets="5").maps, explainer.explain(x, targets=5).maps)
+    with pytest.raises(exbp.TargetError, match="99"):
+        explainer.check_targets(["99"])
+
+
 def test_linearity(architecture):
     b, model, explainer = architecture
     x = b.input(seed=9)

@@ -227,8 +227,8 @@ def _explain_on_ray(model, files, specs, methods, layer, preset, overrides, out,
 
 
 def _target_specs(targets, explainer: exbp.Explainer) -> list:
-    """Each --target as an int, "topK" or a class name, checked against the model's classes."""
-    specs = [int(text) if text.strip().lstrip("-").isdigit() else text.strip() for text in targets]
+    """Each --target (a class index, "topK" or a class name), checked against the model's classes."""
+    specs = [text.strip() for text in targets]
     explainer.check_targets(specs)
     return specs
 
@@ -445,9 +445,10 @@ def compare(model_a, model_b, images, layer_a, layer_b, methods, target_count, t
         _fail(exc, model_a)
     comparison.model_a, comparison.model_b = model_a.name, model_b.name
     for path, stem in _unique_stems(files).items():
-        targets = [row.target for row in comparison.rows if row.image == str(path)]
-        for target in dict.fromkeys(targets):
-            exbp.write_comparison_sheet(exbp.load_image(path), comparison.maps[str(path), target],
+        targets = list(dict.fromkeys(row.target for row in comparison.rows if row.image == str(path)))
+        image = exbp.load_image(path) if targets else None      # read once for its sheets
+        for target in targets:
+            exbp.write_comparison_sheet(image, comparison.maps[str(path), target],
                                         (model_a.name, model_b.name), out / f"{stem}_{target}_compare.png")
     exbp.write_json(out / "comparison.json", comparison.to_dict())
     for side, model, index in (("A", model_a, 0), ("B", model_b, 1)):

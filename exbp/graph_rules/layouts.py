@@ -15,7 +15,7 @@ the graph does with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 BATCH, CHANNELS, SINGLETON = "N", "C", "1"
 
@@ -120,11 +120,11 @@ CHANNELS_FIRST = dict(channels_first=True, layout=channels_first_layout)
 
 # ---- layout declarations of rules -----------------------------------------------------------------
 
-def merged_layout(node, graph, layouts: LayoutMap, inputs: Optional[Sequence[str]] = None) -> Optional[Layout]:
+def merged_layout(node, graph, layouts: LayoutMap) -> Optional[Layout]:
     """``layout`` of element-wise and broadcasting ops (and of Concat, Pad, Slice, Split…): the
     activations' layouts, axis by axis, where they agree; an operand of size one along an axis
     (broadcast there) does not vote on it."""
-    names = [name for name in (inputs if inputs is not None else node.inputs)
+    names = [name for name in node.inputs
              if name and not graph.is_constant(name) and not _one_value(graph.shapes.get(name))]
     known = [(layouts.get(name), graph.shapes.get(name)) for name in names]
     if not known or any(layout is None for layout, _ in known):

@@ -37,9 +37,13 @@ def _specs(targets, labels):
 
 
 def _spec(text: str, labels):
+    """A target written as text: "topK", a class index ("281", as a command line or a query
+    writes it), or a class name."""
     lowered = text.strip().lower()
     if _TOP_K.match(lowered):
         return lowered
+    if lowered.lstrip("-").isdigit():
+        return int(lowered)
     if labels is None:
         raise TargetError(f"unknown target {text!r}: a class name needs labels, and this model has "
                           "none; give a class index or 'top1'/'top5'")
