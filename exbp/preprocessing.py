@@ -33,6 +33,7 @@ from typing import Mapping, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .engine.inputs import looks_channels_last
 from .engine.report import shape_text
 from .errors import InputError, first_line
 
@@ -231,8 +232,8 @@ def resolve_preprocessing(model_input, metadata: Mapping[str, str],
                                     for k, v in overrides.items() if v is not None})
     shape = tuple(getattr(model_input, "shape", model_input) or ())
     derived = getattr(model_input, "channels_last", None)
-    layout = settings.layout or (_detected_layout(shape) if derived is None
-                                 else "nhwc" if derived else "nchw")
+    channels_last = looks_channels_last(shape) if derived is None else derived
+    layout = settings.layout or ("nhwc" if channels_last else "nchw")
     size = settings.size
     if size is None and len(shape) == 4:
         spatial = shape[2:] if layout == "nchw" else shape[1:3]
@@ -240,11 +241,6 @@ def resolve_preprocessing(model_input, metadata: Mapping[str, str],
             size = tuple(spatial)
     return replace(settings, layout=layout, size=size)
 
-
-def _detected_layout(shape) -> str:
-    if len(shape) == 4 and shape[1] not in (1, 3) and shape[3] in (1, 3):
-        return "nhwc"
-    return "nchw"
 
 
 def model_channels(model_input_shape, layout: str) -> int:

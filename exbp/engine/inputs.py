@@ -10,6 +10,12 @@ import numpy as np
 from ..errors import InputError
 
 
+def looks_channels_last(shape) -> bool:
+    """The guess from a shape alone, where nothing in the graph says (rank ≥ 3): channels last when
+    only the last axis has 1 or 3 entries."""
+    return len(shape) >= 3 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """The model's image input: its name, its declared shape (None for a dimension known only at

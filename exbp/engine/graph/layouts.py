@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ...graph_rules import Layout, entry_for
+from ..inputs import looks_channels_last
 from .model import Graph
 
 
@@ -30,7 +31,7 @@ def derive_layouts(graph: Graph) -> dict[str, Optional[Layout]]:
         scored.append(((disagree, -agree, order), layouts))
     (disagree, negative_agree, _), best = min(scored, key=lambda item: item[0])
     if disagree == 0 and negative_agree == 0:    # nothing in the graph reads channels
-        return _propagated(graph, candidates[1] if _looks_channels_last(shape) else candidates[0])
+        return _propagated(graph, candidates[1] if looks_channels_last(shape) else candidates[0])
     return best
 
 
@@ -70,6 +71,3 @@ def _readers_agreement(graph: Graph, layouts) -> tuple[int, int]:
             disagree += not layout.is_channels_first
     return agree, disagree
 
-
-def _looks_channels_last(shape) -> bool:
-    return shape[-1] in (1, 3) and shape[1] not in (1, 3)
