@@ -44,8 +44,8 @@ from .geometry import window_geometry
 from .layouts import CHANNELS_FIRST, matrix_layout, reduced_layout
 from .onnx_form import NEGATIVE, POSITIVE, WHOLE, listed, weight_part_nodes
 from .registry import (GRADIENT_KINDS, Need, Propagation, Recorded, Variant, activation_inputs,
-                       by_opset, first_input, for_kinds, keeps_sign_of, rule, shape_of_first_input,
-                       negatives_carry_signal, values_of)
+                       by_opset, first_input, for_kinds, keeps_sign_of, negatives_carry_signal, rule,
+                       shape_of_first_input, values_of)
 from .relevance import relevance_of
 
 
@@ -138,8 +138,9 @@ def _activation_values(node: Node, graph: Graph) -> tuple[Need, ...]:
 
 
 def _with_signed_output(needs):
-    """``needs`` and, unless only rectifiers read the output (its negative values then carry no
-    signal), the output's value: its sign decides how a rule shares (§3.1)."""
+    """``needs`` and, where the output's negative values can carry signal (not where only
+    rectifiers read it, directly or through a residual Add), the output's value: its sign decides
+    how the rule shares (§3.1)."""
     def with_output(node: Node, graph: Graph) -> tuple[Need, ...]:
         signed = negatives_carry_signal(graph, node.outputs[0])
         return tuple(needs(node, graph)) + ((Need(Recorded.VALUE, node.outputs[0]),) if signed else ())
