@@ -13,19 +13,22 @@ from .engine.walk.methods import CMWP, METHODS, MWP, Method
 from .errors import (ExbpError, InputError, LayerError, MethodError, ModelError, OutputError,
                      TargetError, UnsupportedOpError)
 from .exporters import (COLORMAPS, DEFAULT_FORMATS, FORMATS, OverlayStyle, colorize, map_record,
-                        overlay, read_summary, write_comparison_sheet, write_contact_sheet,
-                        write_json, write_map_files, write_report, write_summary)
+                        overlay, read_summary, triton_config, write_comparison_sheet,
+                        write_contact_sheet, write_json, write_map_files, write_onnx, write_report,
+                        write_summary, write_triton_repository)
 from .evaluation import Annotation, PointingScores, pointing, read_class_mapping, read_coco, read_voc
 from .image_maps import ImageMap, explain_image, explain_images
 from .preprocessing import (MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, PRESETS, Preprocessing, load_image,
                             resolve_preprocessing)
 from .runs import RunFolder, create_writable_folder
+from .serving import compile_model as compile, compiled_differences, compiled_metadata
 from .graph_rules import Propagation, supported_ops
 from .labels import Labels
 
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "Explanation", "compare", "Comparison", "Tolerances", "TOLERANCES", "LayerInfo", "InputSpec", "CheckReport", "Labels",
+__all__ = ["Explainer", "Explanation", "compile", "compiled_differences", "compiled_metadata", "triton_config", "write_onnx",
+           "write_triton_repository", "compare", "Comparison", "Tolerances", "TOLERANCES", "LayerInfo", "InputSpec", "CheckReport", "Labels",
            "Method", "METHODS", "MWP", "CMWP", "Propagation", "supported_ops", "cuda_unavailable", "max_point", "resize_map",
            "shape_text", "MIN_OPSET", "MAX_OPSET", "ImageMap", "explain_image", "explain_images",
            "load_image", "Preprocessing", "PRESETS", "MAX_IMAGE_PIXELS", "MAX_INPUT_PIXELS",

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Optional
 
 import click
+import numpy as np
 from PIL import Image
 
 import exbp
 
 PARTIAL_FAILURE, BEYOND_TOLERANCES, INTERRUPTED = 3, 4, 130
+COMPILED_TOLERANCE = 1e-4    # relative to the map's peak; float rounding leaves ~1e-6
 METHOD_CHOICES = {**{name: (name,) for name in exbp.METHODS}, "both": ("mwp", "cmwp")}
 DEMO_TARGETS = {"chelsea.png": ("top1", "tabby cat"), "coffee.png": ("top1", "cup")}
 
@@ -393,6 +395,83 @@ def demo(out, device):
     for overlay in sorted(out.glob("*_cmwp_overlay.png")):
         click.echo(f"  {overlay}")
     sys.exit(code)
+
+
+@cli.command("compile")
+@model_argument
+@click.option("--out", "-o", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The compiled model (.onnx) to write.")
+@click.option("--layer", metavar="NAME", help="Tensor or node to map (see `exbp layers`); "
+              "default: the model's default map layer.")
+@click.option("--method", "methods", type=MethodList(), default="both", show_default=True,
+              help="mwp, cmwp, or both.")
+@click.option("--targets", default="top1", show_default=True,
+              help="top1 ... topK (each image's best classes, also output as exbp_targets); input "
+                   "(an int64 input exbp_targets, shape (N, --target-count)); or classes, joined "
+                   "by commas.")
+@click.option("--target-count", type=click.IntRange(1), default=1, show_default=True,
+              help="Classes per image with --targets input.")
+@click.option("--resize", is_flag=True, help="Maps at the input's size (bilinear), not the layer's.")
+@click.option("--input-shape", metavar="N,C,H,W", help="The input's shape, where the model leaves "
+              "more than its batch size open.")
+@click.option("--triton", "triton_repository", type=click.Path(file_okay=False, path_type=Path),
+              help="Also lay the compiled model out as a Triton model repository in this folder.")
+@click.option("--triton-name", metavar="NAME", help="The model's name in the repository "
+              "(default: the output file's stem).")
+@click.option("--max-batch-size", type=click.IntRange(0), default=8, show_default=True,
+              help="Triton's max_batch_size (0: no batching).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check the compiled maps against the eager walk's on a random input.")
+@labels_option
+def compile_command(model, output, layer, methods, targets, target_count, resize, input_shape,
+                    triton_repository, triton_name, max_batch_size, verify, labels_file):
+    """Compile Excitation Backprop into MODEL's own graph: a model whose outputs are MODEL's and
+    a map per method (exbp_mwp, exbp_cmwp: N×K×h×w), for any onnxruntime-based server."""
+    explainer = _load(model, labels=labels_file)
+    parts = [part.strip() for part in targets.split(",") if part.strip()]
+    spec = parts[0] if len(parts) == 1 else parts
+    try:
+        shape = tuple(int(d) for d in input_shape.split(",")) if input_shape else None
+    except ValueError:
+        raise click.BadParameter(f"{input_shape!r} is not sizes joined by commas, e.g. 1,3,224,224",
+                                 param_hint="--input-shape") from None
+    try:
+        compiled = explainer.compile(layer, methods, spec, target_count, resize, shape)
+        if verify:
+            _verify_compiled(explainer, compiled, methods, spec, target_count, layer, resize, shape)
+        exbp.write_onnx(compiled, output)
+        if triton_repository is not None:
+            folder = exbp.write_triton_repository(compiled, triton_repository,
+                                                  triton_name or output.stem, max_batch_size)
+    except exbp.ExbpError as exc:
+        _fail(exc, model)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {exc.filename or output}: {exc.strerror or exc}") from None
+    metadata = exbp.compiled_metadata(compiled)
+    for name in metadata["maps"]:
+        info = next(o for o in compiled.graph.output if o.name == name)
+        dims = [d.dim_param or str(d.dim_value) for d in info.type.tensor_type.shape.dim]
+        click.echo(f"{name}: ({', '.join(dims)}) at layer {metadata['layers'][name[len('exbp_'):]]}")
+    click.echo(f"wrote {output}")
+    if triton_repository is not None:
+        click.echo(f"wrote Triton model repository {folder}")
+
+
+def _verify_compiled(explainer, compiled, methods, targets, target_count, layer, resize, shape):
+    """ExbpError unless the compiled maps equal the eager walk's on a random input (batch 2)."""
+    example = shape or (2,) + tuple(explainer.input_spec.shape[1:])
+    if explainer.input_spec.fixed_batch is not None:
+        example = (explainer.input_spec.fixed_batch,) + tuple(example[1:])
+    x = np.random.default_rng(0).normal(size=example).astype(np.float32)
+    eager_targets = np.zeros((example[0], target_count), np.int64) if targets == "input" else targets
+    differences = exbp.compiled_differences(explainer, compiled, x, methods, eager_targets, layer, resize)
+    worst = max(differences, key=differences.get)
+    if not differences[worst] <= COMPILED_TOLERANCE:
+        raise exbp.ModelError(f"the compiled {worst} maps differ from the eager walk's by "
+                              f"{differences[worst]:.2g} of their peak (more than {COMPILED_TOLERANCE:g}); "
+                              "please report this model")
+    click.echo(f"verified: the compiled maps equal the eager walk's to {differences[worst]:.1e} "
+               "of their peak", err=True)
 
 
 @cli.command()

@@ -14,16 +14,17 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from ..errors import InputError, LayerError, MethodError, ModelError
+from ..errors import InputError, MethodError, ModelError
 from ..labels import Labels
+from .compiling import compile_session
 from .graph.layers import LayerInfo
 from .inputs import InputSpec
 from .report import CheckReport, check_report
 from .session import ModelSession
-from .walk.maps import Explanation, concatenated, explanations
+from .walk.maps import Explanation, concatenated
 from .walk.methods import MethodLike, methods_named
 from .walk.targets import check_targets, resolve_targets, top_signal
-from .walk.walker import walk
+from .walk.walker import plan_maps, walk
 
 
 class Explainer:
@@ -114,6 +115,25 @@ class Explainer:
                 return np.concatenate([session.logits_of(x[i:i + 1]) for i in range(x.shape[0])])
             return session.logits_of(x)
 
+    # ---- compiling -----------------------------------------------------------------------------
+
+    def compile(self, layer: Optional[str] = None, methods: Sequence[MethodLike] = ("mwp", "cmwp"),
+                targets: Union[str, int, Sequence[int]] = "top1", target_count: int = 1,
+                resize: Union[bool, Sequence[int]] = False,
+                input_shape: Optional[Sequence[int]] = None) -> onnx.ModelProto:
+        """This model with Excitation Backprop in its own graph (docs/method.md §10): its outputs
+        and, per method, ``exbp_mwp`` / ``exbp_cmwp``, float32 (N, K, h, w), which any onnxruntime
+        session computes in the same run — the maps :meth:`explain` gives, to float rounding.
+
+        ``targets``: "top1" … "topK" (each image's best classes, also output as ``exbp_targets``),
+        "input" (an int64 input ``exbp_targets``, (N, ``target_count``), names the classes), or
+        classes (indices or names) for every image. ``layer``, ``methods`` and ``resize`` as
+        :meth:`explain_methods` takes them (MWP and c-MWP only). ``input_shape``: the input's
+        shape where the model leaves more than its batch size open. The batch axis stays dynamic
+        where the model's is."""
+        return compile_session(self.session, layer, methods, targets, target_count, resize,
+                               input_shape, self.labels)
+
     # ---- explaining ---------------------------------------------------------------------------
 
     def explain(self, x, targets="top1", layer: Optional[str] = None, method: MethodLike = "cmwp",
@@ -196,15 +216,14 @@ class Explainer:
         one_hot = top_signal(session.backend.xp, recorded_logits, target_array)
         results = {}
         for plan, members in plans:
-            # a block of rows per classifier behaviour: MWP's own signal, c-MWP's difference
-            walked = list({method.contrastive: method for method in reversed(members)}.values())[::-1]
-            blocks = [[w.contrastive for w in walked].index(m.contrastive) for m in members]
-            signal = walk(plan, tensors, members[0].start(one_hot, recorded_logits), walked)
-            if signal.ndim < 4:
-                raise LayerError(f"layer {plan.layer!r} has shape {tuple(signal.shape[1:])}, with no "
-                                 "spatial axes; choose a tensor from Explainer.layers()")
-            activation = tensors.value(plan.layer) if plan.layer in plan.values else None
-            results.update(explanations(session.backend, signal, members, blocks,
-                                        session.catalogue.layout(plan.layer), activation,
-                                        target_array, logits, plan.layer, size))
+            maps = plan_maps(plan, members, tensors, one_hot, recorded_logits,
+                             session.catalogue.layout(plan.layer), target_array.shape[1], size)
+            for name, values in maps.items():
+                if not bool(session.backend.xp.all(session.backend.xp.isfinite(values))):
+                    raise InputError(f"the signal at layer {plan.layer!r} is not finite for this "
+                                     "input (the model's activations overflow float32); check the "
+                                     "input's scale")
+                results[name] = Explanation(maps=session.backend.to_host(values).astype(np.float32),
+                                            targets=target_array, logits=logits, layer=plan.layer,
+                                            method=name)
         return {method.name: results[method.name] for method in methods}

@@ -65,7 +65,7 @@ def excite(tensors, x_name: str, signal, op: LinearOp, normaliser=None, output=N
     op's output, whose negative sums are shared by sign where its negative values carry signal."""
     xp = tensors.xp
     x = tensors.value(x_name)
-    has_negative_inputs = tensors.may_be_negative(x_name) and bool(x.min() < 0)
+    has_negative_inputs = tensors.holds_negatives(x_name)
     x_pos = xp.maximum(x, 0) if has_negative_inputs else x
     x_neg = xp.minimum(x, 0) if has_negative_inputs else None
     with_negative = has_negative_inputs and op.has_negative_weights

@@ -37,6 +37,11 @@ class ArrayBackend:
         kind = getattr(value, "dtype", np.dtype(np.float32)).kind
         return self.xp.asarray(value, dtype=self.xp.float32 if kind == "f" else None)
 
+    def constant(self, name: str, host: np.ndarray):
+        """The model's constant ``name`` as a backend array (a float16 one in float32, in which
+        the walk computes)."""
+        return self.asarray(host.astype(np.float32) if host.dtype == np.float16 else host)
+
     def to_host(self, value) -> np.ndarray:
         return np.asarray(value)
 

@@ -22,7 +22,7 @@ class Weight:
 
     def __init__(self, name: str, host: np.ndarray, backend):
         self.name, self.host = name, host
-        self.value = backend.asarray(host.astype(np.float32) if host.dtype == np.float16 else host)
+        self.value = backend.constant(name, host)
         self._xp = backend.xp
         self._parts: dict[str, object] = {}
 

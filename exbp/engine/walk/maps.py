@@ -10,7 +10,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ...errors import InputError
 from ...graph_rules import Layout
 from .methods import Method
 
@@ -66,29 +65,19 @@ def max_point(resized: np.ndarray) -> Optional[tuple[int, int]]:
     return int(x), int(y)
 
 
-def explanations(backend, signal, methods: Sequence[Method], blocks: Sequence[int], layout: Layout,
-                 activation, targets: np.ndarray, logits: np.ndarray, layer: str,
-                 size: Optional[Sequence[int]]) -> dict[str, Explanation]:
-    """An Explanation per method from the walk's signal (``blocks[i]``: the block of rows that
-    ``methods[i]`` reads), resized to ``size`` when given; ``activation``: the layer's, for the
-    methods that read it."""
-    xp = backend.xp
-    if not bool(xp.all(xp.isfinite(signal))):
-        raise InputError(f"the signal at layer {layer!r} is not finite for this input (the "
-                         "model's activations overflow float32); check the input's scale")
+def method_maps(xp, signal, methods: Sequence[Method], blocks: Sequence[int], layout: Layout,
+                activation, count: int, size: Optional[Sequence[int]]) -> dict:
+    """Each method's maps, (N, K, *spatial) backend arrays, from the walk's signal (``blocks[i]``:
+    the block of ``count`` rows that ``methods[i]`` reads), resized to ``size`` when given;
+    ``activation``: the layer's, for the methods that read it."""
     per_channel = channels_and_positions(xp, signal, layout)
     if activation is not None:
         activation = channels_and_positions(xp, activation[None], layout)[0]
-    count = targets.shape[1]
     results = {}
     for method, block in zip(methods, blocks):
         reduced = REDUCE[method.reduction](xp, per_channel[block * count:(block + 1) * count], activation)
         maps = xp.moveaxis(xp.maximum(reduced, 0) if method.clamps else reduced, 0, 1)
-        if size is not None:
-            maps = resize(xp, maps, size)
-        results[method.name] = Explanation(maps=backend.to_host(maps).astype(np.float32),
-                                           targets=targets, logits=logits, layer=layer,
-                                           method=method.name)
+        results[method.name] = resize(xp, maps, size) if size is not None else maps
     return results
 
 

@@ -96,18 +96,15 @@ def _checked(array: np.ndarray, classes: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-def top_signal(xp, logits, targets: np.ndarray):
-    """The signal at the logits, (K, N, classes, *spatial), for targets (N, K)."""
-    images, count = targets.shape
-    signal = xp.zeros((count,) + tuple(logits.shape), dtype=xp.float32)
-    rows = xp.asarray(np.repeat(np.arange(count), images))
-    columns = xp.asarray(np.tile(np.arange(images), count))
-    classes = xp.asarray(targets.T.reshape(-1))
+def top_signal(xp, logits, targets):
+    """The signal at the logits, (K, N, classes, *spatial), for targets (N, K): the one-hot of each
+    target, times its softmax over the positions for a spatial head. Written with ``xp`` alone,
+    so the compiled graph builds it as the walk does."""
+    chosen = xp.moveaxis(xp.asarray(targets), 1, 0)[..., None] == xp.arange(logits.shape[1])
+    signal = chosen.astype(xp.float32)                              # (K, N, classes)
     if logits.ndim == 2:
-        signal[rows, columns, classes] = 1.0
         return signal
-    chosen = logits[columns, classes].reshape(rows.size, -1)          # (K·N, positions)
-    weights = xp.exp(chosen - chosen.max(axis=1, keepdims=True))
-    weights = weights / weights.sum(axis=1, keepdims=True)
-    signal[rows, columns, classes] = weights.reshape((rows.size,) + tuple(logits.shape[2:]))
-    return signal
+    flat = logits.reshape(tuple(logits.shape[:2]) + (-1,))
+    weights = xp.exp(flat - flat.max(axis=2, keepdims=True))
+    weights = (weights / weights.sum(axis=2, keepdims=True)).reshape(tuple(logits.shape))
+    return signal.reshape(tuple(signal.shape) + (1,) * (logits.ndim - 2)) * weights

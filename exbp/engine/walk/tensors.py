@@ -41,6 +41,11 @@ class TensorStore:
         """False when ``name`` is ≥ 0 for every input (its sign needs no scan)."""
         return name not in self._non_negative
 
+    def holds_negatives(self, name: str) -> bool:
+        """Whether ``name`` has negative values in this run: never where the sign analysis says
+        it is ≥ 0; else its recorded values are scanned."""
+        return self.may_be_negative(name) and bool(self.value(name).min() < 0)
+
     def negatives_carry_signal(self, name: str) -> bool:
         """False when ``name``'s negative values receive no signal: it feeds only rectifiers, or
         it is the logits or on the way down from them to the classifier, where the top signal

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from ...errors import LayerError
+from ...graph_rules import Layout
+from .maps import method_maps
 from .methods import Method
 from .planning import WalkPlan, require_classifier
 from .tensors import TensorStore
@@ -50,6 +53,21 @@ def walk(plan: WalkPlan, tensors: TensorStore, top, methods: Sequence[Method],
             name = step.node.inputs[input_index]
             signals[name] = signal if name not in signals else signals[name] + signal
     return signals[plan.layer]
+
+
+def plan_maps(plan: WalkPlan, methods: Sequence[Method], tensors: TensorStore, one_hot, logits,
+              layout: Layout, count: int, size: Optional[Sequence[int]]) -> dict:
+    """Each of ``methods``' maps at ``plan.layer``, (N, K, *spatial) backend arrays, from one walk:
+    a block of rows per classifier behaviour (MWP's own signal, c-MWP's difference). ``one_hot``
+    is the targets' signal at the logits, ``logits`` their recorded value, ``count`` K."""
+    walked = list({method.contrastive: method for method in reversed(methods)}.values())[::-1]
+    blocks = [[w.contrastive for w in walked].index(m.contrastive) for m in methods]
+    signal = walk(plan, tensors, methods[0].start(one_hot, logits), walked)
+    if signal.ndim < 4:
+        raise LayerError(f"layer {plan.layer!r} has shape {tuple(signal.shape[1:])}, with no "
+                         "spatial axes; choose a tensor from Explainer.layers()")
+    activation = tensors.value(plan.layer) if plan.layer in plan.values else None
+    return method_maps(tensors.xp, signal, methods, blocks, layout, activation, count, size)
 
 
 def _mass(xp, signals):

@@ -1,0 +1,74 @@
+"""Serving: Excitation Backprop compiled into the model's own ONNX graph, and the check that the
+compiled model gives the eager walk's maps.
+
+    exbp.compile("resnet50.onnx", "resnet50-exbp.onnx", methods=("mwp", "cmwp"), targets="top1")
+
+The compiled file runs in any onnxruntime session (a Python service, Triton's onnxruntime
+backend, C++, the browser), nothing of exbp installed; :func:`exbp.write_triton_repository` lays
+it out for Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .engine.compiling import METADATA_KEY, TARGETS_INPUT, TARGETS_OUTPUT, map_output
+from .engine.explainer import Explainer
+from .errors import ModelError, first_line
+from .exporters.onnx_writer import write_onnx
+
+
+def compile_model(model: Union[str, os.PathLike, onnx.ModelProto], output: Union[str, os.PathLike, None] = None,
+                  *, layer: Optional[str] = None, methods: Sequence[str] = ("mwp", "cmwp"),
+                  targets: Union[str, int, Sequence] = "top1", target_count: int = 1,
+                  resize: Union[bool, Sequence[int]] = False, input_shape: Optional[Sequence[int]] = None,
+                  labels=None) -> onnx.ModelProto:
+    """``model`` with Excitation Backprop's maps as extra outputs (:meth:`Explainer.compile`),
+    written to ``output`` when given."""
+    compiled = Explainer(model, labels=labels).compile(layer, methods, targets, target_count, resize,
+                                                       input_shape)
+    if output is not None:
+        write_onnx(compiled, Path(output))
+    return compiled
+
+
+def compiled_metadata(model: onnx.ModelProto) -> Optional[dict]:
+    """What ``exbp compile`` recorded in a compiled model (methods, layers, targets, map outputs,
+    resize), or None for a model it did not write."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+def compiled_differences(explainer: Explainer, compiled: onnx.ModelProto, x: np.ndarray,
+                         methods: Sequence[str], targets, layer: Optional[str] = None,
+                         resize: Union[bool, Sequence[int]] = False) -> dict[str, float]:
+    """Per method, the largest difference between the compiled model's maps for ``x`` and
+    :meth:`Explainer.explain_methods`' (``targets`` as the eager call takes them: with "input",
+    the classes fed to the compiled model), relative to the eager map's peak."""
+    try:
+        session = ort.InferenceSession(compiled.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"onnxruntime cannot load the compiled model: {first_line(exc)}") from None
+    feeds = {explainer.input_spec.name: x}
+    if any(i.name == TARGETS_INPUT for i in session.get_inputs()):
+        feeds[TARGETS_INPUT] = np.asarray(targets, np.int64)
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, feeds)))
+    eager = explainer.explain_methods(x, targets, layer, methods, resize)
+    differences = {}
+    for method, explanation in eager.items():
+        peak = max(float(np.abs(explanation.maps).max()), 1e-30)
+        if TARGETS_OUTPUT in outputs and not np.array_equal(outputs[TARGETS_OUTPUT], explanation.targets):
+            differences[method] = float("inf")
+            continue
+        differences[method] = float(np.abs(outputs[map_output(method)] - explanation.maps).max()) / peak
+    return differences
