@@ -23,10 +23,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import InputError, MethodError, ModelError, TargetError
-from ..graph_rules import Propagation
+from ..graph_rules import Propagation, Recorded, entry_for
 from .compute.constants import ConstantStore
 from .compute.graph_arrays import Batch, GraphBuilder, SymbolicArray, element_type
 from .compute.graph_backend import GraphBackend
+from .record.recording import Recorder
 from .session import ModelSession
 from .walk.maps import class_scores
 from .walk.methods import MethodLike, methods_named
@@ -47,10 +48,34 @@ def map_output(method: str) -> str:
 
 class CompiledTensors(TensorStore):
     """What the rules read when they are compiled: symbolic activations and constants. A tensor's
-    sign is known only from the static analysis, for every input at once."""
+    sign is known only from the static analysis, for every input at once.
+
+    A max pooling's winners are its rule's derived quantity here as in the eager recording — a
+    MaxPool twin's Indices, which the rule routes to with ``bincount`` (a ScatterElements adding,
+    from opset 16; before it, the rule finds the winners itself). The normaliser Z is the rule's
+    own convolution either way."""
+
+    def __init__(self, *args, builder: GraphBuilder, recorded_as):
+        super().__init__(*args)
+        self._builder = builder
+        self._recorded_as = recorded_as
 
     def holds_negatives(self, name: str) -> bool:
         return self.may_be_negative(name)
+
+    def recorded(self, node, kind: Recorded):
+        build = entry_for(node).derived.get(kind) if entry_for(node) is not None else None
+        if kind is not Recorded.WINNERS or build is None or self._builder.opset < 16:
+            return None
+        out = self._builder.name("winners")
+        nodes = build(node, not self.may_be_negative(node.inputs[0]), out)
+        if not nodes:
+            return None
+        for proto in nodes:
+            proto.input[:] = [self._recorded_as.get(name, name) for name in proto.input]
+            proto.output[:] = [name if name == out else self._builder.name("unused") for name in proto.output]
+        self._builder.nodes.extend(nodes)
+        return SymbolicArray(self._builder, out, self.shape(node.outputs[0]), np.int64)
 
 
 class _Compilation:
@@ -84,7 +109,8 @@ class _Compilation:
         types = _element_types(self.model)
         values = {name: _recorded(self.builder, session, name, self.shapes, types) for name in needed}
         return CompiledTensors(ConstantStore(self.backend, session.constants.host), values, self.shapes,
-                               {}, session.non_negative, session.no_negative_signal)
+                               {}, session.non_negative, session.no_negative_signal,
+                               builder=self.builder, recorded_as=session.canonical.recorded_as)
 
     def symbolic_dims(self, shape) -> list:
         """A shape as a value_info takes it: the batch axis by its name."""
@@ -192,11 +218,17 @@ def _run_shapes(session: ModelSession, plans, example: tuple, dynamic_batch: boo
     onnxruntime's shapes for a batch of one and of two (exactly what the compiled graph will
     meet — shape inference and onnxruntime disagree on some pooling windows), an axis that
     doubles being the batch size times its size at one."""
-    names = frozenset().union(*(plan.values | plan.shapes for plan in plans)) | {session.logits}
+    names = frozenset().union(*(plan.values | plan.shapes | {step.node.outputs[0] for step in plan.steps}
+                                for plan in plans)) | {session.logits}
+
+    graph = session.graph
+    names -= set(graph.constants)
+    recorder = Recorder(session.model, graph.input_name, (), names, shared=session.constants.host,
+                        recorded_as=session.canonical.recorded_as)
 
     def recorded(batch: int) -> dict:
-        _, store = session.record(np.zeros((batch,) + tuple(example[1:]), np.float32), plans)
-        return {name: store.shape(name) for name in names}
+        values, shapes = recorder.run(np.zeros((batch,) + tuple(example[1:]), np.float32), (), names)
+        return {**{name: tuple(value.shape) for name, value in values.items()}, **shapes}
     one = recorded(example[0])
     shapes = {name: tuple(value.shape) for name, value in session.graph.constants.items()}
     if not dynamic_batch:

@@ -58,7 +58,7 @@ def _route_to_flat_indices(xp, signal, winners, input_shape):
     """Add each output's signal at its winner's flat index, one target row at a time."""
     size = 1
     for dim in input_shape:
-        size *= int(dim)
+        size = size * dim       # (a compiled graph's batch size is symbolic)
     flat = winners.reshape(-1)
     rows = [xp.bincount(flat, weights=row, minlength=size) for row in signal.reshape(signal.shape[0], -1)]
     return xp.stack(rows).astype(signal.dtype).reshape((signal.shape[0],) + tuple(input_shape))

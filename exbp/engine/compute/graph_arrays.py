@@ -210,6 +210,7 @@ class SymbolicArray:
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.zero = zero                # all zeros: written only if something reads it
         self.flags = types.SimpleNamespace(writeable=False)
+        self.transposed_of: Optional[SymbolicArray] = None   # a matrix's transpose: its matrix
 
     @property
     def ndim(self) -> int:
@@ -227,6 +228,9 @@ class SymbolicArray:
 
     def __len__(self):
         return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.shape[0]))
 
     def _new(self, name, shape, dtype=None) -> "SymbolicArray":
         return SymbolicArray(self.builder, name, shape, self.dtype if dtype is None else dtype)
@@ -334,11 +338,16 @@ class SymbolicArray:
         axes = tuple(int(a) % self.ndim for a in axes) if axes else tuple(reversed(range(self.ndim)))
         if axes == tuple(range(self.ndim)):
             return self
+        if self.transposed_of is not None and axes == (1, 0):
+            return self.transposed_of
         shape = tuple(self.shape[a] for a in axes)
         if self.zero:
             return zeros(self.builder, shape, self.dtype)
         (name,) = self.builder.node("Transpose", [self.name], perm=list(axes))
-        return self._new(name, shape)
+        transposed = self._new(name, shape)
+        if axes == (1, 0):
+            transposed.transposed_of = self
+        return transposed
 
     def _reduced(self, op_type: str, axis, keepdims: bool) -> "SymbolicArray":
         axes = tuple(range(self.ndim)) if axis is None else (
@@ -432,7 +441,7 @@ class SymbolicArray:
             if positions.step < 0:
                 value = value[(slice(None),) * axis + (slice(None, None, -1),)]
             if abs(positions.step) > 1:
-                value = _spread(value, axis, abs(positions.step))
+                value = spread(value, axis, abs(positions.step))
             pads_before[axis] = min(positions)
             pads_after[axis] = dim - max(positions) - 1
         b = self.builder
@@ -447,7 +456,7 @@ class SymbolicArray:
         self.name, self.zero = written.name, False
 
 
-def _spread(value: SymbolicArray, axis: int, step: int) -> SymbolicArray:
+def spread(value: SymbolicArray, axis: int, step: int) -> SymbolicArray:
     """``value`` with ``step − 1`` zeros between its positions along ``axis``."""
     shape = value.shape
     count = shape[axis]
@@ -555,7 +564,14 @@ class GraphNamespace:
         return _variadic(self, "Min", a, b)
 
     def where(self, condition, a, b):
+        """Where; choosing between an array and 0, a product with the condition as a float,
+        which onnxruntime runs faster."""
         like = next((v for v in (a, b) if isinstance(v, SymbolicArray)), None)
+        for chosen, other, keep in ((a, b, True), (b, a, False)):
+            if (isinstance(chosen, SymbolicArray) and chosen.dtype.kind == "f"
+                    and not isinstance(other, SymbolicArray) and np.ndim(other) == 0 and other == 0):
+                mask = self._array(condition) if keep else ~self._array(condition)
+                return chosen * mask.astype(chosen.dtype)
         a, b = self._array(a, like), self._array(b, like)
         a, b = _promoted(a, b)
         condition = self._array(condition)
@@ -576,7 +592,14 @@ class GraphNamespace:
         return a._unary("Tanh")
 
     def matmul(self, a, b):
+        """MatMul; by a matrix's transpose, a Gemm with transB, so that no transposed copy of
+        the matrix is made (onnxruntime would fold one into a second constant)."""
         a, b = self._array(a), self._array(b)
+        if b.transposed_of is not None and a.ndim >= 2:
+            rows = a.reshape((-1, a.shape[-1]))
+            (name,) = self.builder.node("Gemm", [rows.name, b.transposed_of.name], transB=1)
+            product = SymbolicArray(self.builder, name, (rows.shape[0], b.shape[1]), a.dtype)
+            return product.reshape(a.shape[:-1] + (b.shape[1],))
         shape = broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         (name,) = self.builder.node("MatMul", [a.name, b.name])
         return SymbolicArray(self.builder, name, shape, a.dtype)
@@ -626,6 +649,14 @@ class GraphNamespace:
 
     def sum(self, a, axis=None, keepdims=False):
         return a.sum(axis=axis, keepdims=keepdims)
+
+    def bincount(self, x, weights, minlength):
+        """Σ of ``weights`` at each index of the 1-D ``x``: a ScatterElements adding onto zeros
+        (opset 16)."""
+        data = zeros(self.builder, (minlength,), weights.dtype)
+        (name,) = self.builder.node("ScatterElements", [data.name, x.name, weights.name], axis=0,
+                                    reduction="add")
+        return SymbolicArray(self.builder, name, (minlength,), weights.dtype)
 
     def argmax(self, a, axis: int = -1):
         axis = axis % a.ndim

@@ -88,6 +88,30 @@ def conv_transpose(xp, signal, weight, strides, pads, dilations, group, in_spati
     return crop_padding(padded, in_spatial, pads)
 
 
+def flipped_weight(xp, weight, group):
+    """The weight whose convolution is a stride-1 convolution's transpose: (O, C/group, *k) ->
+    (C, O/group, *k), the channel axes swapped within each group and every spatial axis
+    reversed."""
+    out_channels, per_group = weight.shape[:2]
+    kernel = tuple(weight.shape[2:])
+    n = len(kernel)
+    grouped = weight.reshape((group, out_channels // group, per_group) + kernel)
+    swapped = xp.transpose(grouped, (0, 2, 1) + tuple(range(3, 3 + n)))
+    return swapped[(Ellipsis,) + (slice(None, None, -1),) * n].reshape(
+        (group * per_group, out_channels // group) + kernel)
+
+
+def transpose_as_conv_pads(kernel, strides, pads, dilations):
+    """The pads of the convolution with :func:`flipped_weight` that is the transpose of a
+    convolution of this geometry, or None where there is none (a stride above 1, or pads larger
+    than the dilated kernel)."""
+    if any(s != 1 for s in strides):
+        return None
+    n = len(kernel)
+    flipped = [d * (k - 1) - p for d, k, p in zip(tuple(dilations) * 2, tuple(kernel) * 2, pads)]
+    return flipped if all(p >= 0 for p in flipped) and len(flipped) == 2 * n else None
+
+
 def _grouped_taps(weight, group):
     out_channels, per_group = weight.shape[:2]
     taps = _size(weight.shape[2:])

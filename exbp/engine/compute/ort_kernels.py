@@ -15,38 +15,27 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from ...errors import ExbpError
-from ...graph_rules.onnx_form import weight_part_nodes
+from ...graph_rules.onnx_form import NEGATIVE, POSITIVE, WHOLE
+from .graph_arrays import GraphBuilder, GraphNamespace, SymbolicArray
+from .kernels import flipped_weight, transpose_as_conv_pads
 from ..record.shared_arrays import placeholder_initializer, share_arrays
 
 
-def _flip_nodes(weight: str, shape: tuple, group: int, output: str) -> tuple[list, list]:
-    """Nodes turning (O, C/g, *k) into (C, O/g, *k) with every spatial axis reversed, and the
-    constants they read."""
-    out_channels, per_group = shape[:2]
-    kernel = tuple(shape[2:])
-    n = len(kernel)
-    grouped = (group, out_channels // group, per_group) + kernel
-    flipped = (group * per_group, out_channels // group) + kernel
-    axes = list(range(3, 3 + n))
-    constants = [
-        onnx.numpy_helper.from_array(np.array(grouped, np.int64), output + "_grouped"),
-        onnx.numpy_helper.from_array(np.array(flipped, np.int64), output + "_flipped"),
-        onnx.numpy_helper.from_array(np.full(n, -1, np.int64), output + "_starts"),
-        onnx.numpy_helper.from_array(np.full(n, np.iinfo(np.int64).min, np.int64), output + "_ends"),
-        onnx.numpy_helper.from_array(np.array(axes, np.int64), output + "_axes"),
-        onnx.numpy_helper.from_array(np.full(n, -1, np.int64), output + "_steps")]
-    nodes = [
-        helper.make_node("Reshape", [weight, output + "_grouped"], [output + "_g"]),
-        helper.make_node("Transpose", [output + "_g"], [output + "_t"], perm=[0, 2, 1] + axes),
-        helper.make_node("Slice", [output + "_t", output + "_starts", output + "_ends",
-                                   output + "_axes", output + "_steps"], [output + "_r"]),
-        helper.make_node("Reshape", [output + "_r", output + "_flipped"], [output])]
-    return nodes, constants
+def _kernel_graph(op: str, weight: np.ndarray, part: str, flip: bool, group: int, attrs: dict):
+    """(nodes, constants) of ``y = op(x, the weight's part)``, the part flipped for a transpose
+    written as a convolution, built with the graph namespace: the weight "w" is read in place."""
+    builder = GraphBuilder(17, prefix="kernel")
+    xp = GraphNamespace(builder)
+    w = SymbolicArray(builder, "w", weight.shape, weight.dtype)
+    w_part = {POSITIVE: xp.maximum(w, 0), NEGATIVE: xp.minimum(w, 0), WHOLE: w}[part]
+    if flip:
+        w_part = flipped_weight(xp, w_part, group)
+    builder.node(op, ["x", w_part.name], names=["y"], **attrs)
+    return builder.nodes, builder.initializers
 
 
 class OrtConvolutions:
@@ -65,12 +54,11 @@ class OrtConvolutions:
         """None where ConvTranspose cannot express the geometry."""
         n = weight.host.ndim - 2
         kernel = weight.host.shape[2:]
-        if all(s == 1 for s in strides):
-            flipped_pads = [d * (k - 1) - p for d, k, p in zip(dilations * 2, kernel * 2, pads)]
-            if all(p >= 0 for p in flipped_pads):
-                session = self._session("Conv", weight, part, True, strides, flipped_pads,
-                                        dilations, group, None)
-                return _run(session, signal, n)
+        flipped_pads = transpose_as_conv_pads(kernel, strides, pads, dilations)
+        if flipped_pads is not None:
+            session = self._session("Conv", weight, part, True, strides, flipped_pads, dilations,
+                                    group, None)
+            return _run(session, signal, n)
         out_spatial = signal.shape[-n:]
         output_padding = [size - ((o - 1) * s + (k - 1) * d + 1 - pads[i] - pads[n + i])
                           for i, (size, o, s, k, d) in enumerate(zip(in_spatial, out_spatial, strides,
@@ -90,15 +78,8 @@ class OrtConvolutions:
             if output_padding is not None:
                 attrs["output_padding"] = list(output_padding)
             weight = np.require(weight.host, dtype=np.float32, requirements="C")
-            nodes = weight_part_nodes("w", part, "w_part")
-            constants = [placeholder_initializer("w", weight)]
-            kernel_weight = "w_part"
-            if flip:
-                flip_nodes, flip_constants = _flip_nodes("w_part", weight.shape, group, "w_flipped")
-                nodes += flip_nodes
-                constants += flip_constants
-                kernel_weight = "w_flipped"
-            nodes.append(helper.make_node(op, ["x", kernel_weight], ["y"], **attrs))
+            nodes, constants = _kernel_graph(op, weight, part, flip, group, attrs)
+            constants = [placeholder_initializer("w", weight), *constants]
             rank = weight.ndim
             graph = helper.make_graph(
                 nodes, "exbp_kernel",
