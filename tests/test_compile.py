@@ -89,7 +89,7 @@ def _assert_compiled_equals_eager(explainer, compiled, x, targets, layer=None, m
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def model_case(request):
     b, model = MODELS[request.param]()
-    return b, model, exbp.Explainer(model)
+    return b, model, exbp.Explainer(model, engine="walk")
 
 
 @pytest.mark.parametrize("at", ["default", "pixels"])
@@ -139,7 +139,7 @@ FIXTURES = [(net, exporter) for net, spec in MANIFEST["networks"].items() for ex
 @pytest.mark.parametrize("network,exporter", FIXTURES, ids=[f"{n}-{e}" for n, e in FIXTURES])
 def test_compiled_conformance_fixture_equals_eager(network, exporter):
     export = MANIFEST["networks"][network]["exports"][exporter]
-    explainer = exbp.Explainer(DATA / export["file"])
+    explainer = exbp.Explainer(DATA / export["file"], engine="walk")
     x = np.load(DATA / MANIFEST["input"]["file"]).astype(np.float32)
     x = (x / np.float32(MANIFEST["networks"][network]["input_divisor"])).astype(np.float32)
     if export["input_layout"] == "nhwc":
@@ -165,7 +165,7 @@ def test_compiled_qdq_and_float16_models_equal_their_eager_maps(tmp_path, varian
     else:
         float16 = pytest.importorskip("onnxconverter_common.float16")
         converted = float16.convert_float_to_float16(model, keep_io_types=True)
-    explainer = exbp.Explainer(converted)
+    explainer = exbp.Explainer(converted, engine="walk")
     x = np.concatenate([b.input(seed=100 + i) for i in range(2)])
     for layer in (None, b.input_name):
         compiled = explainer.compile(layer=layer)
@@ -197,7 +197,7 @@ def _bare_python_path(tmp_path: Path) -> Path:
 
 def test_compiled_model_runs_where_only_onnxruntime_and_numpy_exist(tmp_path):
     b, model = builders.mobilenet_v2_like()
-    explainer = exbp.Explainer(model)
+    explainer = exbp.Explainer(model, engine="walk")
     path = tmp_path / "compiled.onnx"
     exbp.compile(model, path, targets="top2")
     onnx.checker.check_model(str(path))
@@ -270,6 +270,46 @@ def test_triton_config_of_a_fixed_batch_model_does_not_batch():
     assert config["tensors"]["input"] == ("TYPE_FP32", [1, 3, 8, 8])
 
 
+# ---- the Explainer's engines ----------------------------------------------------------------------
+
+def test_explainer_engines_give_the_same_maps_and_auto_walks_what_it_cannot_compile():
+    b, model = builders.resnet_like()
+    x = b.input(seed=6, batch=3)
+    walk, compiled, auto = (exbp.Explainer(model, engine=e) for e in ("walk", "compiled", "auto"))
+    for targets in ("top2", [3, 7], np.array([[1], [2], [3]])):
+        for layer in (None, b.input_name):
+            want = walk.explain_methods(x, targets, layer, ("mwp", "cmwp"), resize=True)
+            for explainer in (compiled, auto):
+                got = explainer.explain_methods(x, targets, layer, ("mwp", "cmwp"), resize=True)
+                for method in ("mwp", "cmwp"):
+                    assert_close(got[method].maps, want[method].maps)
+                    np.testing.assert_array_equal(got[method].targets, want[method].targets)
+                    assert_close(got[method].logits, want[method].logits)
+                    assert got[method].layer == want[method].layer
+    assert auto._compiled._sessions, "auto compiled nothing"
+    mixed = auto.explain(x, ["top1", 3], method="cmwp")       # mixed targets: walked
+    assert_close(mixed.maps, walk.explain(x, ["top1", 3], method="cmwp").maps)
+    assert_close(auto.explain(x, method="gradient").maps, walk.explain(x, method="gradient").maps)
+    with pytest.raises(exbp.MethodError, match="cannot be compiled"):
+        compiled.explain(x, ["top1", 3], method="cmwp")
+    with pytest.raises(exbp.MethodError, match="unknown engine 'fast'"):
+        exbp.Explainer(model, engine="fast")
+    assert exbp.Explainer(model, device="numpy").engine == "walk"
+
+
+def test_compiled_engine_refuses_what_the_walk_refuses_in_the_same_words():
+    b, model = builders.vgg_like()
+    x = b.input(seed=2)
+    for engine in ("walk", "compiled"):
+        explainer = exbp.Explainer(model, engine=engine)
+        with pytest.raises(exbp.LayerError, match="unknown layer 'nope'"):
+            explainer.explain(x, layer="nope")
+        with pytest.raises(exbp.TargetError, match="out of range"):
+            explainer.explain(x, targets=[10])
+        with pytest.raises(exbp.InputError, match="the model's logits are not finite"):
+            explainer.explain(np.full_like(x, 3e38))
+
+
 # ---- refusals and the command line ---------------------------------------------------------------
 
 def test_compile_refuses_what_it_cannot_write():
@@ -310,7 +350,7 @@ def test_cli_compile_verifies_and_writes_the_model_and_triton_repository(tmp_pat
     assert (tmp_path / "repo" / "compiled" / "config.pbtxt").exists()
     x = b.input(seed=4, batch=2)
     assert_close(_outputs(onnx.load(str(out)), {b.input_name: x})["exbp_mwp"],
-                 exbp.Explainer(model).explain(x, "top2", method="mwp").maps)
+                 exbp.Explainer(model, engine="walk").explain(x, "top2", method="mwp").maps)
     result = run("compile", str(path), "-o", str(out), "--method", "lrp")
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     result = run("compile", str(path), "-o", str(out), "--targets", "input", "--target-count", "3",

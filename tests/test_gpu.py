@@ -30,6 +30,22 @@ def test_rule_on_gpu_matches_numpy(name, positive):
 
 
 @pytest.mark.parametrize("build", [vgg_like, inception_like, resnet_like, mobilenet_like])
+def test_compiled_model_on_cuda_execution_provider_matches_cpu(build):
+    """The compiled model in a plain onnxruntime session on the CUDA execution provider."""
+    import onnxruntime as ort
+    b, model = build()
+    x = b.input(seed=5, batch=4)
+    compiled = exbp.Explainer(model).compile(layer=b.input_name, targets="top2").SerializeToString()
+    outputs = {}
+    for provider in ("CUDAExecutionProvider", "CPUExecutionProvider"):
+        session = ort.InferenceSession(compiled, providers=[provider])
+        assert session.get_providers()[0] == provider
+        outputs[provider] = session.run(["exbp_mwp", "exbp_cmwp"], {b.input_name: x})
+    for got, want in zip(outputs["CUDAExecutionProvider"], outputs["CPUExecutionProvider"]):
+        assert_close(got, want, "device")
+
+
+@pytest.mark.parametrize("build", [vgg_like, inception_like, resnet_like, mobilenet_like])
 def test_models_on_gpu_match_cpu(build):
     b, model = build()
     x = b.input(seed=5, batch=2)

@@ -16,10 +16,12 @@ shares by sign (§3.1) chooses per element with a Where on the recorded sign, as
 from __future__ import annotations
 
 import json
+import threading
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from ..errors import InputError, MethodError, ModelError, TargetError
@@ -27,7 +29,10 @@ from ..graph_rules import Propagation, Recorded, entry_for
 from .compute.constants import ConstantStore
 from .compute.graph_arrays import Batch, GraphBuilder, SymbolicArray, element_type
 from .compute.graph_backend import GraphBackend
-from .record.recording import Recorder
+from .record.recording import (Recorder, check_input_range, default_session_options,
+                               without_initializer_data)
+from .record.shared_arrays import share_arrays
+from .walk.maps import Explanation
 from .session import ModelSession
 from .walk.maps import class_scores
 from .walk.methods import MethodLike, methods_named
@@ -38,6 +43,7 @@ from .walk.walker import plan_maps, walk
 MIN_COMPILE_OPSET = 9
 TARGETS_INPUT = "exbp_targets"      # int64 (N, K): the classes to explain, with targets="input"
 TARGETS_OUTPUT = "exbp_targets"     # int64 (N, K): the classes explained, with targets="topK"
+LOGITS_OUTPUT = "exbp_logits"       # float32: the logits the maps explain
 TOP_INPUT, SIGNAL_OUTPUT = "exbp_top", "exbp_signal"   # compile_propagation's
 METADATA_KEY = "exbp.compiled"
 
@@ -158,6 +164,7 @@ def compile_session(session: ModelSession, layer: Optional[str] = None,
     one_hot = top_signal(xp, logits, target_array)
     spatial = session_spatial(session, compilation.example)
     size = spatial if resize is True else (tuple(int(s) for s in resize) if resize else None)
+    compilation.add_output(LOGITS_OUTPUT, logits)
     layers = {}
     for plan, members in plans:
         maps = plan_maps(plan, members, tensors, one_hot, logits, session.catalogue.layout(plan.layer),
@@ -338,3 +345,114 @@ def _assemble(model: onnx.ModelProto, builder: GraphBuilder, inputs, outputs) ->
     graph.input.extend(inputs)
     graph.output.extend(outputs)
 
+
+
+class CompiledRunner:
+    """:meth:`Explainer.explain_methods` served by compiled models: one onnxruntime session per
+    (layers, methods, targets' form, map size, input shape), built on first use and kept. The
+    session reads the model's weights in place from the engine's arrays (as the recording
+    sessions do), so they are not held twice. Thread-safe: a session runs concurrently."""
+
+    def __init__(self, session: ModelSession):
+        self.session = session
+        self._sessions: dict = {}
+        self._lock = threading.Lock()
+
+    def explain(self, x, targets, layer, methods, size, labels):
+        """{method: Explanation}, or None where this call cannot be compiled (its methods, or
+        targets mixing "topK" with classes); ExbpError for what the walk would refuse too."""
+        if any(m.propagation is not Propagation.EXCITATION for m in methods):
+            return None
+        spec = _targets_form(targets)
+        if spec is None:
+            return None
+        classes = _classes(self.session)
+        if spec == "input":
+            target_array = resolve_targets(targets, np.zeros((x.shape[0], classes), np.float32), labels)
+            form = ("input", target_array.shape[1])
+        else:
+            target_array, form = None, (spec, 0)
+        key = (layer, tuple(m.name for m in methods), form, size, tuple(x.shape[1:]))
+        entry = self._session_for(key, layer, methods, form, size, x.shape)
+        if entry is None:
+            return None
+        runner, layers = entry
+        check_input_range(x, runner.input_type)
+        feeds = {self.session.graph.input_name: np.ascontiguousarray(x, dtype=runner.input_type)}
+        if target_array is not None:
+            feeds[TARGETS_INPUT] = target_array
+        names = [m.name for m in methods]
+        outputs = runner.run(feeds, names)
+        logits = outputs[LOGITS_OUTPUT]
+        if not np.isfinite(logits).all():
+            raise InputError("the model's logits are not finite for this input (its activations "
+                             "overflow float32); check the input's scale")
+        chosen = outputs.get(TARGETS_OUTPUT, target_array)
+        results = {}
+        for name in names:
+            maps = outputs[map_output(name)]
+            if not np.isfinite(maps).all():
+                raise InputError(f"the signal at layer {layers[name]!r} is not finite for this input "
+                                 "(the model's activations overflow float32); check the input's scale")
+            results[name] = Explanation(maps=maps, targets=chosen, logits=logits, layer=layers[name],
+                                        method=name)
+        return results
+
+    def _session_for(self, key, layer, methods, form, size, shape):
+        if key not in self._sessions:
+            with self._lock:
+                if key not in self._sessions:
+                    self._sessions[key] = self._build(layer, methods, form, size, shape)
+        return self._sessions[key]
+
+    def _build(self, layer, methods, form, size, shape):
+        targets, count = form
+        try:
+            model = compile_session(self.session, layer, methods, targets, max(count, 1),
+                                    size if size is not None else False, (1,) + tuple(shape[1:]))
+        except (ModelError, TypeError, InputError):
+            return None       # beyond what exbp compile writes: the walk explains it
+        return _SharedSession(model, self.session.constants.host), compiled_layers(model)
+
+
+class _SharedSession:
+    """An InferenceSession of a compiled model whose weights it reads from ``shared`` in place."""
+
+    def __init__(self, model: onnx.ModelProto, shared):
+        stripped = without_initializer_data(model, shared)
+        used = {t.name for t in stripped.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+        options = default_session_options()
+        self._keep_alive = share_arrays(options, {name: shared[name] for name in used})
+        self.session = ort.InferenceSession(stripped.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+        model_input = self.session.get_inputs()[0]
+        self.input_type = np.float16 if model_input.type == "tensor(float16)" else np.float32
+
+    def run(self, feeds, methods):
+        names = [LOGITS_OUTPUT, *(map_output(m) for m in methods)]
+        if any(o.name == TARGETS_OUTPUT for o in self.session.get_outputs()):
+            names.append(TARGETS_OUTPUT)
+        return dict(zip(names, self.session.run(names, feeds)))
+
+
+def compiled_layers(model: onnx.ModelProto) -> dict:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)["layers"]
+    return {}
+
+
+def _targets_form(targets) -> Optional[str]:
+    """"topK" where the targets are each image's best K, "input" where they are classes known
+    before the run, None where they mix the two."""
+    if isinstance(targets, str) and _TOP_K.match(targets.strip().lower()):
+        return targets.strip().lower()
+    listed = targets if isinstance(targets, (list, tuple)) else [targets]
+    if any(isinstance(t, str) and _TOP_K.match(t.strip().lower()) for t in listed):
+        return None
+    return "input"
+
+
+def _classes(session: ModelSession) -> Optional[int]:
+    shape = session.graph.shapes.get(session.logits) or ()
+    return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None

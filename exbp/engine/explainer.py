@@ -16,7 +16,7 @@ import onnx
 
 from ..errors import InputError, MethodError, ModelError
 from ..labels import Labels
-from .compiling import compile_session
+from .compiling import CompiledRunner, compile_session
 from .graph.layers import LayerInfo
 from .inputs import InputSpec
 from .report import CheckReport, check_report
@@ -27,17 +27,34 @@ from .walk.targets import check_targets, resolve_targets, top_signal
 from .walk.walker import plan_maps, walk
 
 
+ENGINES = ("auto", "compiled", "walk")
+
+
 class Explainer:
     """Excitation Backprop maps for one ONNX model.
 
     ``model``: a path to an .onnx file or an onnx.ModelProto. ``device``: "cpu" (NumPy) or, with
     the ``gpu`` extra, "cuda" / "cuda:N" / "auto". ``labels``: class names (a :class:`Labels`, a
     list, or a file), default the model's ``exbp.labels`` metadata; with labels, targets may be
-    class names."""
+    class names. ``engine``: how MWP and c-MWP are computed on the CPU — "compiled" runs the
+    model compiled with them (:meth:`compile`, one onnxruntime run), "walk" the eager walk over
+    the recorded activations; "auto" (the default) the compiled model wherever it applies (the
+    excitation methods, targets that are "topK" or classes), which is the faster
+    (docs/method.md §10), else the walk. Both give the same maps to float rounding; the
+    comparison methods and other devices always walk."""
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, device: str = "cpu",
-                 labels: Union[Labels, Sequence[str], str, os.PathLike, None] = None):
+                 labels: Union[Labels, Sequence[str], str, os.PathLike, None] = None,
+                 engine: str = "auto"):
+        if engine not in ENGINES:
+            raise MethodError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.session = ModelSession(model, device)
+        if engine == "compiled" and self.session.backend.name != "cpu":
+            raise MethodError(f"engine 'compiled' runs on the CPU; device {device!r} runs the walk "
+                              "(engine 'auto' or 'walk')")
+        # the compiled model is faster wherever it applies (benchmarks/compiled_benchmark.py)
+        self.engine = engine if self.session.backend.name == "cpu" else "walk"
+        self._compiled = CompiledRunner(self.session)
         self.device = self.session.backend.name
         self.metadata = self.session.metadata
         self.labels = Labels.of(labels) if labels is not None else Labels.from_metadata(self.metadata)
@@ -166,9 +183,9 @@ class Explainer:
         one_by_one = self.input_spec.fixed_batch == 1 and x.shape[0] > 1
         with session.backend.computing():
             if not one_by_one:
-                return self._explain_batch(x, targets, plans, methods, size)
+                return self._explain_batch(x, targets, layer, plans, methods, size)
             parts = [self._explain_batch(x[i:i + 1], targets if np.ndim(targets) < 2 else
-                                         np.asarray(targets)[i:i + 1], plans, methods, size)
+                                         np.asarray(targets)[i:i + 1], layer, plans, methods, size)
                      for i in range(x.shape[0])]
         return {m.name: concatenated([p[m.name] for p in parts]) for m in methods}
 
@@ -202,7 +219,14 @@ class Explainer:
                 lost.update({name: session.backend.to_host(mass) for name, mass in lost.items()})
             return session.backend.to_host(signal)
 
-    def _explain_batch(self, x, targets, plans, methods, size) -> dict[str, Explanation]:
+    def _explain_batch(self, x, targets, layer, plans, methods, size) -> dict[str, Explanation]:
+        if self.engine != "walk":
+            compiled = self._compiled.explain(x, targets, layer, methods, size, self.labels)
+            if compiled is not None:
+                return {method.name: compiled[method.name] for method in methods}
+            if self.engine == "compiled":
+                raise MethodError(f"{', '.join(m.title for m in methods)} with targets {targets!r} "
+                                  "cannot be compiled for this model; use engine 'walk' or 'auto'")
         session = self.session
         logits, tensors = session.record(x, [plan for plan, _ in plans])
         if not np.isfinite(logits).all():

@@ -25,7 +25,7 @@ from .ort_kernels import OrtConvolutions
 class ArrayBackend:
     """The kernels of :mod:`exbp.engine.compute.kernels` bound to one array namespace."""
 
-    name = "cpu"
+    name = "numpy"
     # whether the recording computes the rules' derived quantities (Z, max-pool winners)
     records_derived = False
 
@@ -98,6 +98,7 @@ class CpuBackend(ArrayBackend):
     """NumPy arrays; the linear rule's convolutions run on onnxruntime's CPU kernels, and the
     recording computes the normalisers and max-pool winners."""
 
+    name = "cpu"
     records_derived = True
 
     def __init__(self):

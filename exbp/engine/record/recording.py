@@ -110,10 +110,7 @@ class Recorder:
 
     def _run(self, x, values, shapes):
         """``run`` on the model's own tensor names."""
-        if self.input_type == np.float16 and float(abs(x).max()) > _FLOAT16_MAX:
-            raise InputError(f"the input holds values up to {float(abs(x).max()):g}, beyond "
-                             f"float16's range (±{_FLOAT16_MAX:g}), and the model takes float16 "
-                             "input; scale the input into that range")
+        check_input_range(x, self.input_type)
         wanted_shapes = set(shapes) - set(values) - {self.input_name}
         by_value = wanted_shapes - self._shape_sources
         values = sorted((set(values) | by_value) - {self.input_name})
@@ -203,6 +200,14 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 def _walk_precision(value):
     """A recorded array as the walk computes with it: float16 as float32 (exactly)."""
     return value.astype(np.float32) if value.dtype == np.float16 else value
+
+
+def check_input_range(x, input_type) -> None:
+    """InputError where a model taking float16 input is given values beyond float16's range."""
+    if input_type == np.float16 and float(abs(x).max()) > _FLOAT16_MAX:
+        raise InputError(f"the input holds values up to {float(abs(x).max()):g}, beyond "
+                         f"float16's range (±{_FLOAT16_MAX:g}), and the model takes float16 "
+                         "input; scale the input into that range")
 
 
 def _reading_sources(node: onnx.NodeProto, sources: Mapping[str, str]) -> onnx.NodeProto:
