@@ -51,9 +51,9 @@ def compiled_metadata(model: onnx.ModelProto) -> Optional[dict]:
 def compiled_differences(explainer: Explainer, compiled: onnx.ModelProto, x: np.ndarray,
                          methods: Sequence[str], targets, layer: Optional[str] = None,
                          resize: Union[bool, Sequence[int]] = False) -> dict[str, float]:
-    """Per method, the largest difference between the compiled model's maps for ``x`` and
-    :meth:`Explainer.explain_methods`' (``targets`` as the eager call takes them: with "input",
-    the classes fed to the compiled model), relative to the eager map's peak."""
+    """Per method, the largest difference between the compiled model's maps for ``x`` and the
+    eager walk's (``targets`` as :meth:`Explainer.explain_methods` takes them: with "input", the
+    classes fed to the compiled model), relative to the walk's map's peak."""
     try:
         session = ort.InferenceSession(compiled.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -63,7 +63,7 @@ def compiled_differences(explainer: Explainer, compiled: onnx.ModelProto, x: np.
         feeds[TARGETS_INPUT] = np.asarray(targets, np.int64)
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(None, feeds)))
-    eager = explainer.explain_methods(x, targets, layer, methods, resize)
+    eager = explainer.with_engine("walk").explain_methods(x, targets, layer, methods, resize)
     differences = {}
     for method, explanation in eager.items():
         peak = max(float(np.abs(explanation.maps).max()), 1e-30)

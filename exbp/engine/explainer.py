@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Optional, Sequence, Union
 
@@ -65,6 +66,17 @@ class Explainer:
         if self.labels is not None and self.classes and len(self.labels) != self.classes:
             raise ModelError(f"the labels name {len(self.labels)} classes but the model has "
                              f"{self.classes}; give {self.classes} names, one per class")
+
+    def with_engine(self, engine: str) -> "Explainer":
+        """This Explainer computing with ``engine`` ("auto", "compiled", "walk"), sharing the
+        loaded model, its sessions and plans."""
+        if engine not in ENGINES:
+            raise MethodError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+        if engine == "compiled" and self.session.backend.name != "cpu":
+            raise MethodError(f"engine 'compiled' runs on the CPU, not on {self.device}")
+        other = copy.copy(self)
+        other.engine = engine if self.session.backend.name == "cpu" else "walk"
+        return other
 
     @classmethod
     def from_torch(cls, module, example_input, device: str = "cpu", labels=None, **export) -> "Explainer":
