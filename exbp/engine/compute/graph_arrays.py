@@ -205,12 +205,10 @@ class SymbolicArray:
 
     __array_ufunc__ = None          # NumPy operands defer to the methods below
 
-    def __init__(self, builder: GraphBuilder, name: str, shape, dtype, zero: bool = False,
-                 constant: bool = False):
+    def __init__(self, builder: GraphBuilder, name: str, shape, dtype, zero: bool = False):
         self.builder, self.name = builder, name
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.zero = zero                # all zeros: written only if something reads it
-        self.constant = constant        # computed from initializers alone (onnxruntime folds it)
         self.flags = types.SimpleNamespace(writeable=False)
         self.transposed_of: Optional[SymbolicArray] = None   # a matrix's transpose: its matrix
 
@@ -234,9 +232,8 @@ class SymbolicArray:
     def __iter__(self):
         return (self[i] for i in range(self.shape[0]))
 
-    def _new(self, name, shape, dtype=None, constant: Optional[bool] = None) -> "SymbolicArray":
-        return SymbolicArray(self.builder, name, shape, self.dtype if dtype is None else dtype,
-                             constant=self.constant if constant is None else constant)
+    def _new(self, name, shape, dtype=None) -> "SymbolicArray":
+        return SymbolicArray(self.builder, name, shape, self.dtype if dtype is None else dtype)
 
     # ---- element-wise ---------------------------------------------------------------------
 
@@ -249,8 +246,7 @@ class SymbolicArray:
         left, right = _promoted(left, right)
         shape = broadcast_shapes(left.shape, right.shape)
         (name,) = self.builder.node(op_type, [left.name, right.name])
-        return SymbolicArray(self.builder, name, shape, dtype or left.dtype,
-                             constant=left.constant and right.constant)
+        return SymbolicArray(self.builder, name, shape, dtype or left.dtype)
 
     def __add__(self, other):
         if self.zero and isinstance(other, SymbolicArray) and broadcast_shapes(self.shape, other.shape) == other.shape:
@@ -502,9 +498,8 @@ def constant(builder: GraphBuilder, value, dtype=None) -> SymbolicArray:
     if dtype is not None and array.dtype.kind in "fbiu" and np.dtype(dtype).kind == "f":
         array = array.astype(dtype)
     if array.ndim == 0:
-        return SymbolicArray(builder, builder.scalar(array.item(), array.dtype), (), array.dtype,
-                             constant=True)
-    return SymbolicArray(builder, builder.initializer(array), array.shape, array.dtype, constant=True)
+        return SymbolicArray(builder, builder.scalar(array.item(), array.dtype), (), array.dtype)
+    return SymbolicArray(builder, builder.initializer(array), array.shape, array.dtype)
 
 
 def zeros(builder: GraphBuilder, shape, dtype=np.float32) -> SymbolicArray:
@@ -597,20 +592,17 @@ class GraphNamespace:
         return a._unary("Tanh")
 
     def matmul(self, a, b):
-        """MatMul; by a constant matrix (a weight part), the product's transpose as a Gemm whose
-        first operand is the matrix: onnxruntime packs a Gemm's or MatMul's constant second
-        operand into a copy of its own for each node that reads it, which for the two passes
-        over a classifier's W⁺ (its Z and its transpose) would hold the weight three times."""
+        """MatMul; by a matrix's transpose, a Gemm with transB, so that no transposed copy of
+        the matrix is made (onnxruntime would fold one into a second constant). onnxruntime
+        still packs the matrix once per node that reads it as a constant second operand — the Z
+        pass and the transpose pass over a classifier's W⁺ each hold a packed copy (VGG16's
+        first classifier layer: 411 MB each)."""
         a, b = self._array(a), self._array(b)
-        if b.constant and b.ndim == 2 and a.ndim >= 2 and not a.constant:
+        if b.transposed_of is not None and a.ndim >= 2:
             rows = a.reshape((-1, a.shape[-1]))
-            if b.transposed_of is not None:
-                inputs, attrs = [b.transposed_of.name, rows.name], {"transB": 1}
-            else:
-                inputs, attrs = [b.name, rows.name], {"transA": 1, "transB": 1}
-            (name,) = self.builder.node("Gemm", inputs, **attrs)
-            product = SymbolicArray(self.builder, name, (b.shape[1], rows.shape[0]), a.dtype)
-            return product.T.reshape(a.shape[:-1] + (b.shape[1],))
+            (name,) = self.builder.node("Gemm", [rows.name, b.transposed_of.name], transB=1)
+            product = SymbolicArray(self.builder, name, (rows.shape[0], b.shape[1]), a.dtype)
+            return product.reshape(a.shape[:-1] + (b.shape[1],))
         shape = broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         (name,) = self.builder.node("MatMul", [a.name, b.name])
         return SymbolicArray(self.builder, name, shape, a.dtype)
@@ -681,5 +673,4 @@ def _variadic(xp: GraphNamespace, op_type: str, a, b) -> SymbolicArray:
     a, b = xp._array(a, like), xp._array(b, like)
     a, b = _promoted(a, b)
     (name,) = xp.builder.node(op_type, [a.name, b.name])
-    return SymbolicArray(xp.builder, name, broadcast_shapes(a.shape, b.shape), a.dtype,
-                         constant=a.constant and b.constant)
+    return SymbolicArray(xp.builder, name, broadcast_shapes(a.shape, b.shape), a.dtype)

@@ -46,7 +46,7 @@ class GraphBackend(ArrayBackend):
 
     def constant(self, name: str, host: np.ndarray):
         if name in self._named_values:
-            array = SymbolicArray(self.builder, name, host.shape, host.dtype, constant=True)
+            array = SymbolicArray(self.builder, name, host.shape, host.dtype)
         else:
             array = constant(self.builder, host)
         return array.astype(np.float32) if host.dtype.kind == "f" else array
