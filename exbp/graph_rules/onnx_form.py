@@ -1,5 +1,6 @@
-"""ONNX nodes that compute parts of a rule, for the graphs exbp builds around the user's model
-(the recording session's derived quantities, the CPU backend's convolution kernels)."""
+"""ONNX nodes that compute parts of a rule: the derived quantities the recording session computes
+beside the activations (and a compiled graph's max-pool winners), and the names of the weight
+parts."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ An entry (:class:`Rule`) holds:
   §3). ``node`` is the canonical :class:`~exbp.engine.graph.model.Node` (attributes with the
   spec's defaults, parameters already in their one form, see ``parameters``); ``tensors`` the
   recorded activations and the model's constants as backend arrays (``tensors.value(name)``,
-  ``tensors.shape(name)``, ``tensors.weight(name, part)``, ``tensors.recorded(node, kind)``) and
+  ``tensors.shape(name)``, ``tensors.weight(name, part)``, ``tensors.recorded(node, kind)``,
+  ``tensors.holds_negatives(name)``) and
   the backend (``tensors.xp``, the array namespace; ``tensors.kernels``, the window kernels);
   ``signals`` the top-down signal P of each output, ``None`` where an output carries none, with one
   leading axis more than its tensor (a row per target and method); ``receivers`` the inputs whose
@@ -53,7 +54,10 @@ An entry (:class:`Rule`) holds:
 * ``averaged_axes(node, graph)`` — for an op that averages its input over some axes (global average
   pooling, ReduceMean), those axes; CAM looks for such a pooling below the classifier.
 
-The ONNX form of a rule (the serving issue) likewise lives beside it.
+A rule has no separate ONNX form: ``exbp compile`` runs the same ``backward`` against a
+graph-building namespace (docs/method.md §10), so a rule must compute with ``tensors.xp`` and the
+kernels alone and never branch on a value — ``tensors.holds_negatives(name)`` is the one question
+about a run's values, which compiled graphs answer from the static sign analysis.
 """
 
 from __future__ import annotations
