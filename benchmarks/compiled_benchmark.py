@@ -25,7 +25,6 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from models import module_output, onnx_model  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 # name -> (model, layer module or "image", targets, the limit on the ratio to the forward: a
 # multiple of the floor (the 10 % and 15 %) or an absolute ratio)
@@ -55,7 +55,6 @@ CONFIGURATIONS = {
 }
 MEMORY_LIMIT = 2.0
 THROUGHPUT_BATCH = 32
-SETTLE_S = 0.05   # onnxruntime's idle threads spin a while after a run
 
 
 def _layer(path: Path, module: str):
@@ -114,18 +113,10 @@ def worker_timing(config: str, runs: int) -> dict:
             "eager": lambda: explainer.explain(x, targets=targets, layer=layer, method="cmwp"),
             "forward@32": lambda: plain.run(None, {"image": batch}),
             "compiled@32": lambda: served.run(None, {"image": batch})}
-    for job in jobs.values():
-        job(), job()
-    times = {name: [] for name in jobs}
-    for _ in range(runs):
-        for name, job in jobs.items():
-            time.sleep(SETTLE_S)
-            started = time.perf_counter()
-            job()
-            times[name].append(time.perf_counter() - started)
+    medians = interleaved_medians(jobs, runs)
     forward, above = multiply_adds(explainer, layer)
     k = int(targets[3:])
-    return {"median_s": {name: statistics.median(values) for name, values in times.items()},
+    return {"median_s": medians,
             "compile_s": compile_s, "floor": (forward + (1 + k) * above) / forward,
             "layer": explainer.explain(x, targets=targets, layer=layer, method="cmwp").layer}
 

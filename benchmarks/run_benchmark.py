@@ -32,14 +32,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from models import ARCHITECTURES, EXTRA_LAYERS, TORCHRAY_LAYERS, module_output, onnx_model  # noqa: E402
+from timing import SETTLE_S, interleaved_medians  # noqa: E402
 
 TARGETS = {  # (configuration, limit on the ratio to the forward pass), from the performance issue
     "cmwp@torchray": 1.5, "cmwp@pool3": 2.2, "top5-cmwp@torchray": 2.5, "cmwp@pixels": 4.0,
 }
 MEMORY_LIMIT = 2.0
-# between timed jobs: onnxruntime's and OpenBLAS's idle threads spin-wait for a while after a run,
-# and would otherwise slow whichever job comes next
-SETTLE_S = 0.05
 
 
 def configurations(model: str) -> dict[str, tuple]:
@@ -79,16 +77,7 @@ def worker_timing(model: str, runs: int) -> dict:
         tensor = _tensor(path, layer)
         jobs[name] = (lambda t=tensor, m=method, k=targets:
                       explainer.explain(x, targets=k, layer=t, method=m))
-    for job in jobs.values():          # warm-up: sessions, plans, weight parts
-        job(), job()
-    times = {name: [] for name in jobs}
-    for _ in range(runs):
-        for name, job in jobs.items():
-            time.sleep(SETTLE_S)
-            started = time.perf_counter()
-            job()
-            times[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = interleaved_medians(jobs, runs)
     return {"median_s": medians, "layers": {name: explainer.explain(x, targets=[1], layer=_tensor(
         path, layer), method="mwp").layer for name, (layer, _, _) in configurations(model).items()}}
 

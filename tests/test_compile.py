@@ -297,6 +297,22 @@ def test_explainer_engines_give_the_same_maps_and_auto_walks_what_it_cannot_comp
     assert exbp.Explainer(model, device="numpy").engine == "walk"
 
 
+def test_compiled_sessions_are_bounded_and_threads_share_them():
+    from concurrent.futures import ThreadPoolExecutor
+    b, model = builders.vgg_like()
+    explainer = exbp.Explainer(model, engine="compiled")
+    x = b.input(seed=3, batch=2)
+    runner = explainer._compiled
+    for count in range(1, runner.MAX_SESSIONS + 3):          # one session per target count
+        explainer.explain(x, targets=list(range(count)), method="mwp")
+    assert len(runner._sessions) == runner.MAX_SESSIONS
+    want = exbp.Explainer(model, engine="walk").explain(x, targets="top2", method="cmwp").maps
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: explainer.explain(x, targets="top2", method="cmwp").maps, range(8)))
+    for got in results:
+        assert_close(got, want)
+
+
 def test_compiled_engine_refuses_what_the_walk_refuses_in_the_same_words():
     b, model = builders.vgg_like()
     x = b.input(seed=2)

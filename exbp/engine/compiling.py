@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -349,13 +350,18 @@ def _assemble(model: onnx.ModelProto, builder: GraphBuilder, inputs, outputs) ->
 
 class CompiledRunner:
     """:meth:`Explainer.explain_methods` served by compiled models: one onnxruntime session per
-    (layers, methods, targets' form, map size, input shape), built on first use and kept. The
-    session reads the model's weights in place from the engine's arrays (as the recording
-    sessions do), so they are not held twice. Thread-safe: a session runs concurrently."""
+    (layers, methods, targets' form, map size, input shape), built on first use and kept (the
+    :attr:`MAX_SESSIONS` most recently used). The session reads the model's weights in place
+    from the engine's arrays (as the recording sessions do), so they are not held twice.
+    Thread-safe: a session runs concurrently; building one holds the lock (a first call per
+    configuration waits for it)."""
+
+    # sessions kept, least recently used dropped first: each holds its own folded weight parts
+    MAX_SESSIONS = 8
 
     def __init__(self, session: ModelSession):
         self.session = session
-        self._sessions: dict = {}
+        self._sessions: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
     def explain(self, x, targets, layer, methods, size, labels):
@@ -399,11 +405,14 @@ class CompiledRunner:
         return results
 
     def _session_for(self, key, layer, methods, form, size, shape):
-        if key not in self._sessions:
-            with self._lock:
-                if key not in self._sessions:
-                    self._sessions[key] = self._build(layer, methods, form, size, shape)
-        return self._sessions[key]
+        with self._lock:
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+            entry = self._sessions[key] = self._build(layer, methods, form, size, shape)
+            while len(self._sessions) > self.MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+            return entry
 
     def _build(self, layer, methods, form, size, shape):
         targets, count = form

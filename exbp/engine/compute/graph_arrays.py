@@ -600,7 +600,8 @@ class GraphNamespace:
         a, b = self._array(a), self._array(b)
         if b.transposed_of is not None and a.ndim >= 2:
             rows = a.reshape((-1, a.shape[-1]))
-            (name,) = self.builder.node("Gemm", [rows.name, b.transposed_of.name], transB=1)
+            bias = [] if self.builder.opset >= 11 else [self.builder.scalar(0, a.dtype)]  # C optional from 11
+            (name,) = self.builder.node("Gemm", [rows.name, b.transposed_of.name, *bias], transB=1)
             product = SymbolicArray(self.builder, name, (rows.shape[0], b.shape[1]), a.dtype)
             return product.reshape(a.shape[:-1] + (b.shape[1],))
         shape = broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
