@@ -17,10 +17,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from .engine.compiling import METADATA_KEY, TARGETS_INPUT, TARGETS_OUTPUT, map_output
+from .engine.compiling import METADATA_KEY, TARGETS_INPUT, TARGETS_OUTPUT, SharedSession, map_output
 from .engine.explainer import Explainer
+from .engine.walk.methods import methods_named
 from .errors import ModelError, first_line
 from .exporters.onnx_writer import write_onnx
 
@@ -53,20 +53,26 @@ def compiled_differences(explainer: Explainer, compiled: onnx.ModelProto, x: np.
                          resize: Union[bool, Sequence[int]] = False) -> dict[str, float]:
     """Per method, the largest difference between the compiled model's maps for ``x`` and the
     eager walk's (``targets`` as :meth:`Explainer.explain_methods` takes them: with "input", the
-    classes fed to the compiled model), relative to the walk's map's peak."""
-    try:
-        session = ort.InferenceSession(compiled.SerializeToString(), providers=["CPUExecutionProvider"])
+    classes fed to the compiled model), relative to the walk's map's peak — for c-MWP, to the
+    peak of the MWP map it is the difference of."""
+    try:    # reading the engine's weights in place: any size of model, no second copy
+        session = SharedSession(compiled, explainer.session.constants.host)
     except Exception as exc:
         raise ModelError(f"onnxruntime cannot load the compiled model: {first_line(exc)}") from None
-    feeds = {explainer.input_spec.name: x}
-    if any(i.name == TARGETS_INPUT for i in session.get_inputs()):
+    feeds = {explainer.input_spec.name: np.ascontiguousarray(x, dtype=session.input_type)}
+    if session.reads_targets:
         feeds[TARGETS_INPUT] = np.asarray(targets, np.int64)
-    names = [o.name for o in session.get_outputs()]
-    outputs = dict(zip(names, session.run(None, feeds)))
-    eager = explainer.with_engine("walk").explain_methods(x, targets, layer, methods, resize)
+    outputs = session.run(feeds, methods)
+    # c-MWP subtracts the dual's map from MWP's and can cancel to a small fraction of either
+    # (a random-weight AlexNet's: 1/8000): its rounding is measured against MWP's peak
+    scales = ("mwp",) if any(methods_named(m)[0].contrastive for m in methods) else ()
+    eager = explainer.with_engine("walk").explain_methods(
+        x, targets, layer, tuple(dict.fromkeys((*methods, *scales))), resize)
     differences = {}
-    for method, explanation in eager.items():
-        peak = max(float(np.abs(explanation.maps).max()), 1e-30)
+    for method in methods:
+        explanation = eager[method]
+        scale = explanation.maps if not methods_named(method)[0].contrastive else eager["mwp"].maps
+        peak = max(float(np.abs(scale).max()), float(np.abs(explanation.maps).max()), 1e-30)
         if TARGETS_OUTPUT in outputs and not np.array_equal(outputs[TARGETS_OUTPUT], explanation.targets):
             differences[method] = float("inf")
             continue

@@ -421,10 +421,10 @@ class CompiledRunner:
                                     size if size is not None else False, (1,) + tuple(shape[1:]))
         except (ModelError, TypeError, InputError):
             return None       # beyond what exbp compile writes: the walk explains it
-        return _SharedSession(model, self.session.constants.host), compiled_layers(model)
+        return SharedSession(model, self.session.constants.host), compiled_layers(model)
 
 
-class _SharedSession:
+class SharedSession:
     """An InferenceSession of a compiled model whose weights it reads from ``shared`` in place."""
 
     def __init__(self, model: onnx.ModelProto, shared):
@@ -436,6 +436,7 @@ class _SharedSession:
                                             providers=["CPUExecutionProvider"])
         model_input = self.session.get_inputs()[0]
         self.input_type = np.float16 if model_input.type == "tensor(float16)" else np.float32
+        self.reads_targets = any(i.name == TARGETS_INPUT for i in self.session.get_inputs())
 
     def run(self, feeds, methods):
         names = [LOGITS_OUTPUT, *(map_output(m) for m in methods)]
