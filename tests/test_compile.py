@@ -373,3 +373,20 @@ def test_cli_compile_verifies_and_writes_the_model_and_triton_repository(tmp_pat
                  "--resize", "--method", "cmwp", "--no-verify")
     assert result.exit_code == 0, result.output
     assert "exbp_cmwp: (N, 3, 16, 16)" in result.output
+
+
+def test_a_compiled_model_past_protobufs_limit_is_written_with_its_weights_beside_it(tmp_path, monkeypatch):
+    """Past 2 GB a model's weights go to a .data file, as onnx writes large models (the limit is
+    lowered here so that a small model takes that path)."""
+    from exbp.exporters import onnx_writer
+    b, model = builders.resnet_like()
+    compiled = exbp.Explainer(model).compile(targets="top2")
+    x = b.input(seed=8, batch=2)
+    want = _outputs(compiled, {b.input_name: x})
+    monkeypatch.setattr(onnx_writer, "PROTOBUF_LIMIT", 1000)
+    path = exbp.write_onnx(compiled, tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx.data").stat().st_size > 1000
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {b.input_name: x})))
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
