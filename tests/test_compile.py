@@ -195,14 +195,19 @@ def _bare_python_path(tmp_path: Path) -> Path:
     return folder
 
 
-def test_compiled_model_runs_where_only_onnxruntime_and_numpy_exist(tmp_path):
-    b, model = builders.mobilenet_v2_like()
-    explainer = exbp.Explainer(model, engine="walk")
-    path = tmp_path / "compiled.onnx"
-    exbp.compile(model, path, targets="top2")
-    onnx.checker.check_model(str(path))
-    x = np.random.default_rng(2).normal(size=(8,) + explainer.input_spec.shape[1:]).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
+def test_compiled_models_run_where_only_onnxruntime_and_numpy_exist(tmp_path):
+    """Every test model, compiled, in one process that can import onnxruntime and numpy only:
+    its maps equal the eager walk's."""
+    cases = {}
+    for name, make in MODELS.items():
+        b, model = make()
+        explainer = exbp.Explainer(model, engine="walk")
+        path = tmp_path / f"{name}.onnx"
+        exbp.compile(model, path, targets="top2")
+        onnx.checker.check_model(str(path))
+        x = np.random.default_rng(2).normal(size=(8,) + explainer.input_spec.shape[1:]).astype(np.float32)
+        np.save(tmp_path / f"{name}.npy", x)
+        cases[name] = (explainer, x, explainer.input_spec.name)
     script = textwrap.dedent(f"""
         import sys
         import numpy as np
@@ -214,16 +219,21 @@ def test_compiled_model_runs_where_only_onnxruntime_and_numpy_exist(tmp_path):
                 pass
             else:
                 sys.exit(f"{{name}} is importable")
-        session = ort.InferenceSession({str(path)!r}, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        out = dict(zip(names, session.run(None, {{{b.input_name!r}: np.load({str(tmp_path / 'x.npy')!r})}})))
-        np.save({str(tmp_path / 'cmwp.npy')!r}, out["exbp_cmwp"])
+        for name, input_name in {[(name, case[2]) for name, case in cases.items()]!r}:
+            session = ort.InferenceSession(f"{{name}}.onnx", providers=["CPUExecutionProvider"])
+            out = dict(zip([o.name for o in session.get_outputs()],
+                           session.run(None, {{input_name: np.load(f"{{name}}.npy")}})))
+            np.save(f"{{name}}_mwp.npy", out["exbp_mwp"])
+            np.save(f"{{name}}_cmwp.npy", out["exbp_cmwp"])
     """)
     environment = {"PYTHONPATH": str(_bare_python_path(tmp_path)), "PATH": os.environ.get("PATH", "")}
     result = subprocess.run([sys.executable, "-S", "-c", script], env=environment, capture_output=True,
                             text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert_close(np.load(tmp_path / "cmwp.npy"), explainer.explain(x, "top2", method="cmwp").maps)
+    for name, (explainer, x, _) in cases.items():
+        eager = explainer.explain_methods(x, "top2")
+        for method in ("mwp", "cmwp"):
+            assert_close(np.load(tmp_path / f"{name}_{method}.npy"), eager[method].maps)
 
 
 def _parsed_config(text: str) -> dict:
