@@ -10,7 +10,7 @@ What the eager walk decides from one input's values the compiled graph must deci
 input. The static sign analysis (§1.2) decides which inputs need their x⁻ terms: a tensor it
 cannot prove ≥ 0 gets them, where the eager walk scans the recorded values and skips them for an
 input that happens to have none (the terms are then zero, so the maps agree). Each rule that
-shares by sign (§3.1) chooses per element with a Where on the recorded sign, as it does eagerly.
+shares by sign (§3.1) chooses per element by the recorded sign, as it does eagerly.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from .compute.graph_backend import GraphBackend
 from .record.recording import (Recorder, check_input_range, default_session_options,
                                without_initializer_data)
 from .record.shared_arrays import share_arrays
-from .walk.maps import Explanation
 from .session import ModelSession
-from .walk.maps import class_scores
+from .walk.maps import Explanation, class_scores
 from .walk.methods import MethodLike, methods_named
-from .walk.targets import _TOP_K, resolve_targets, top_signal
+from .walk.targets import TOP_K, resolve_targets, top_signal
 from .walk.tensors import TensorStore
 from .walk.walker import plan_maps, walk
 
@@ -310,8 +309,8 @@ def _targets(compilation: _Compilation, logits, targets, target_count, labels) -
         if isinstance(target_count, bool) or not isinstance(target_count, int) or target_count < 1:
             raise TargetError(f"target_count must be a positive int, got {target_count!r}")
         return compilation.add_input(TARGETS_INPUT, (batch, target_count), np.int64)
-    if text is not None and _TOP_K.match(text):
-        k = int(_TOP_K.match(text).group(1))
+    if text is not None and TOP_K.match(text):
+        k = int(TOP_K.match(text).group(1))
         if not 1 <= k <= classes:
             raise TargetError(f"unknown target {targets!r}; use 'top1' ... 'top{classes}', 'input' "
                               "or class indices")
@@ -319,7 +318,7 @@ def _targets(compilation: _Compilation, logits, targets, target_count, labels) -
         compilation.add_output(TARGETS_OUTPUT, chosen)
         return chosen
     listed = targets if isinstance(targets, (list, tuple)) else [targets]
-    if any(isinstance(t, str) and (_TOP_K.match(t.strip().lower()) or t.strip().lower() == "input")
+    if any(isinstance(t, str) and (TOP_K.match(t.strip().lower()) or t.strip().lower() == "input")
            for t in listed) or np.ndim(targets) > 1:
         raise TargetError(f"compiled targets are 'topK' or 'input' alone, or classes for every "
                           f"image; got {targets!r}")
@@ -455,10 +454,10 @@ def compiled_layers(model: onnx.ModelProto) -> dict:
 def _targets_form(targets) -> Optional[str]:
     """"topK" where the targets are each image's best K, "input" where they are classes known
     before the run, None where they mix the two."""
-    if isinstance(targets, str) and _TOP_K.match(targets.strip().lower()):
+    if isinstance(targets, str) and TOP_K.match(targets.strip().lower()):
         return targets.strip().lower()
     listed = targets if isinstance(targets, (list, tuple)) else [targets]
-    if any(isinstance(t, str) and _TOP_K.match(t.strip().lower()) for t in listed):
+    if any(isinstance(t, str) and TOP_K.match(t.strip().lower()) for t in listed):
         return None
     return "input"
 

@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import TargetError
 from .maps import class_scores
 
-_TOP_K = re.compile(r"^top(\d+)$")
+TOP_K = re.compile(r"^top(\d+)$")
 
 
 def _specs(targets, labels):
@@ -40,7 +40,7 @@ def _spec(text: str, labels):
     """A target written as text: "topK", a class index ("281", as a command line or a query
     writes it), or a class name."""
     lowered = text.strip().lower()
-    if _TOP_K.match(lowered):
+    if TOP_K.match(lowered):
         return lowered
     if lowered.lstrip("-").isdigit():
         return int(lowered)
@@ -79,7 +79,7 @@ def _resolved(specs, scores: np.ndarray, per_image_rows: bool = True) -> np.ndar
 
 def _top_k(text: str, scores: np.ndarray) -> np.ndarray:
     classes = scores.shape[1]
-    match = _TOP_K.match(text)
+    match = TOP_K.match(text)
     if not match or not 1 <= int(match.group(1)) <= classes:
         raise TargetError(f"unknown target {text!r}; use a class index (0 to {classes - 1}), "
                           f"a list of them, or 'top1' ... 'top{classes}'")
