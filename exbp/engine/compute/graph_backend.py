@@ -8,10 +8,12 @@ window operation as the ONNX op that computes it:
   Max(W, 0), W⁻ = Min(W, 0) and the flip are nodes over the model's own initializer, which
   onnxruntime folds into constants when it loads the model);
 * a window sum is a depthwise Conv with a kernel of ones, its transpose the ConvTranspose;
-* a max pooling's winners are an ArgMax over its windows' inputs laid side by side, one strided
-  Slice of the input (padded with −∞) per kernel tap — the first maximum in row-major order, as
-  the eager kernels choose; the routing is a ConvTranspose of the signal, masked per tap, with a
-  one-hot kernel per tap.
+* a max pooling's winners, where the compiled graph cannot take the rule's derived quantity (a
+  MaxPool twin's Indices, routed by an adding ScatterElements from opset 16: see
+  :class:`~exbp.engine.compiling.CompiledTensors`), are an ArgMax over its windows' inputs laid
+  side by side, one strided Slice of the input (padded with −∞) per kernel tap — the first
+  maximum in row-major order, as the eager kernels choose; the routing is a ConvTranspose of the
+  signal, masked per tap, with a one-hot kernel per tap.
 
 Signals carry leading axes (targets, batch) before the tensor's own channels; the kernels fold
 them into ONNX's single batch axis and back. Transposed outputs are written over the whole extent
