@@ -21,7 +21,8 @@ from .image_maps import ImageMap, explain_image, explain_images
 from .preprocessing import (MAX_IMAGE_PIXELS, MAX_INPUT_PIXELS, PRESETS, Preprocessing, load_image,
                             resolve_preprocessing)
 from .runs import RunFolder, create_writable_folder
-from .serving import compile_model as compile, compiled_differences, compiled_metadata
+from .engine.compiling import compiled_metadata
+from .serving import compile_model as compile, compiled_differences
 from .graph_rules import Propagation, supported_ops
 from .labels import Labels
 

@@ -10,7 +10,6 @@ it out for Triton.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -18,7 +17,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from .engine.compiling import METADATA_KEY, TARGETS_INPUT, TARGETS_OUTPUT, SharedSession, map_output
+from .engine.compiling import TARGETS_INPUT, TARGETS_OUTPUT, SharedSession, map_output
 from .engine.explainer import Explainer
 from .engine.walk.methods import methods_named
 from .errors import ModelError, first_line
@@ -37,15 +36,6 @@ def compile_model(model: Union[str, os.PathLike, onnx.ModelProto], output: Union
     if output is not None:
         write_onnx(compiled, Path(output))
     return compiled
-
-
-def compiled_metadata(model: onnx.ModelProto) -> Optional[dict]:
-    """What ``exbp compile`` recorded in a compiled model (methods, layers, targets, map outputs,
-    resize), or None for a model it did not write."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    return None
 
 
 def compiled_differences(explainer: Explainer, compiled: onnx.ModelProto, x: np.ndarray,

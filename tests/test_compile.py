@@ -400,3 +400,20 @@ def test_a_compiled_model_past_protobufs_limit_is_written_with_its_weights_besid
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {b.input_name: x})))
     for name, value in want.items():
         np.testing.assert_array_equal(got[name], value)
+
+
+def test_a_rule_the_namespace_cannot_write_is_a_one_line_error_and_auto_walks(monkeypatch):
+    """A rule that branched on a value (simulated: the sign scan the walk does) cannot be
+    compiled: exbp compile says so in one line, and the default engine walks instead."""
+    from exbp.engine import compiling
+    monkeypatch.setattr(compiling.CompiledTensors, "holds_negatives",
+                        lambda self, name: self.may_be_negative(name) and bool(self.value(name).max() < 0))
+    b, model = builders.vgg_like()
+    explainer = exbp.Explainer(model)
+    with pytest.raises(exbp.ModelError, match="cannot write the walk to layer 'input': .*no truth "
+                                              "value.*engine='walk'") as error:
+        explainer.compile(layer=b.input_name)
+    assert "\n" not in str(error.value)
+    x = b.input(seed=1)
+    assert_close(explainer.explain(x, layer=b.input_name).maps,
+                 exbp.Explainer(model, engine="walk").explain(x, layer=b.input_name).maps)

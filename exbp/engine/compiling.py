@@ -15,6 +15,7 @@ shares by sign (§3.1) chooses per element by the recorded sign, as it does eage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import OrderedDict
@@ -88,7 +89,7 @@ class _Compilation:
     """One compilation's state: the user's model with its weights, the builder its nodes go to,
     the graph backend, and every tensor's shape with the batch axis symbolic."""
 
-    def __init__(self, session: ModelSession, input_shape):
+    def __init__(self, session: ModelSession, input_shape, with_weights: bool = True):
         graph = session.graph
         if graph.opset < MIN_COMPILE_OPSET:
             raise ModelError(f"exbp compile writes opset {MIN_COMPILE_OPSET} nodes and the model uses "
@@ -96,7 +97,9 @@ class _Compilation:
         self.session = session
         self.example, self.dynamic_batch = _example_shape(session, input_shape)
         self.shapes: dict = {}
-        self.model = _full_model(session)
+        # the weights go into the model only where it leaves exbp: an in-process session reads
+        # the engine's arrays in place
+        self.model = _full_model(session) if with_weights else _structure(session)
         self.builder = GraphBuilder(graph.opset, batch=(graph.input_name, 0) if self.dynamic_batch else None)
         self.backend = GraphBackend(self.builder, _named_values(self.model))
         self.batch_dim = _batch_dim(self.model, graph.input_name) if self.dynamic_batch else self.example[0]
@@ -112,7 +115,7 @@ class _Compilation:
         session = self.session
         self.shapes = _run_shapes(session, plans, self.example, self.dynamic_batch)
         needed = frozenset().union(*(plan.values for plan in plans)) | {session.logits}
-        types = _element_types(self.model)
+        types = _element_types(session.model)
         values = {name: _recorded(self.builder, session, name, self.shapes, types) for name in needed}
         return CompiledTensors(ConstantStore(self.backend, session.constants.host), values, self.shapes,
                                {}, session.non_negative, session.no_negative_signal,
@@ -143,19 +146,21 @@ def compile_session(session: ModelSession, layer: Optional[str] = None,
                     methods: Sequence[MethodLike] = ("mwp", "cmwp"),
                     targets: Union[str, int, Sequence[int]] = "top1", target_count: int = 1,
                     resize: Union[bool, Sequence[int]] = False,
-                    input_shape: Optional[Sequence[int]] = None, labels=None) -> onnx.ModelProto:
+                    input_shape: Optional[Sequence[int]] = None, labels=None,
+                    with_weights: bool = True) -> onnx.ModelProto:
     """The model of ``session`` with the maps of ``methods`` (MWP, c-MWP) at ``layer`` as extra
     outputs ``exbp_<method>``, float32 (N, K, h, w). ``targets``: "topK" (the K best classes of
     each image, also output as ``exbp_targets``), "input" (an int64 input ``exbp_targets`` of
     shape (N, ``target_count``) carries them), or fixed classes. ``resize``: maps at the
     input's size (True) or at (H, W). ``input_shape``: the input's shape where the model leaves
-    more than its batch size open."""
+    more than its batch size open. ``with_weights`` False: the model's large weights stay
+    placeholders, for a session that reads the engine's arrays (:class:`SharedSession`)."""
     methods = methods_named(methods)
     for method in methods:
         if method.propagation is not Propagation.EXCITATION:
             raise MethodError(f"exbp compile writes Excitation Backprop (mwp, cmwp); {method.name!r} "
                               "runs only in the eager walk (Explainer.explain)")
-    compilation = _Compilation(session, input_shape)
+    compilation = _Compilation(session, input_shape, with_weights)
     plans = session.plans_for(methods, layer, compilation.example)
     tensors = compilation.tensors([plan for plan, _ in plans])
     xp = compilation.xp
@@ -167,8 +172,9 @@ def compile_session(session: ModelSession, layer: Optional[str] = None,
     compilation.add_output(LOGITS_OUTPUT, logits)
     layers = {}
     for plan, members in plans:
-        maps = plan_maps(plan, members, tensors, one_hot, logits, session.catalogue.layout(plan.layer),
-                         target_array.shape[1], size)
+        with _writable(plan.layer):
+            maps = plan_maps(plan, members, tensors, one_hot, logits,
+                             session.catalogue.layout(plan.layer), target_array.shape[1], size)
         for name, array in maps.items():
             compilation.add_output(map_output(name), array)
             layers[name] = plan.layer
@@ -191,8 +197,22 @@ def compile_propagation(session: ModelSession, layer: str, rows: int,
     tensors = compilation.tensors([plan])
     logits_shape = tensors.shape(session.logits)
     top = compilation.add_input(TOP_INPUT, (rows,) + tuple(logits_shape), np.float32)
-    compilation.add_output(SIGNAL_OUTPUT, walk(plan, tensors, top, methods))
+    with _writable(plan.layer):
+        signal = walk(plan, tensors, top, methods)
+    compilation.add_output(SIGNAL_OUTPUT, signal)
     return compilation.finished({"propagation": plan.layer})
+
+
+@contextlib.contextmanager
+def _writable(layer: str):
+    """ModelError where a rule does what the graph namespace cannot write: a value's truth or a
+    slice assignment it has no form for (TypeError), an operation it does not have
+    (AttributeError)."""
+    try:
+        yield
+    except (TypeError, AttributeError) as exc:
+        raise ModelError(f"exbp compile cannot write the walk to layer {layer!r}: {exc}; "
+                         "Explainer(model, engine='walk') explains it") from None
 
 
 def session_spatial(session: ModelSession, shape) -> tuple:
@@ -248,10 +268,16 @@ def _run_shapes(session: ModelSession, plans, example: tuple, dynamic_batch: boo
     return shapes
 
 
-def _full_model(session: ModelSession) -> onnx.ModelProto:
-    """The user's model with its weights: the session keeps the structure, and the arrays apart."""
+def _structure(session: ModelSession) -> onnx.ModelProto:
+    """The user's model as the session keeps it: its large weights placeholders."""
     model = onnx.ModelProto()
     model.CopyFrom(session.model)
+    return model
+
+
+def _full_model(session: ModelSession) -> onnx.ModelProto:
+    """The user's model with its weights: the session keeps the structure, and the arrays apart."""
+    model = _structure(session)
     host = session.constants.host
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.name in host:
@@ -266,6 +292,8 @@ def _named_values(model: onnx.ModelProto) -> frozenset:
 
 
 def _element_types(model: onnx.ModelProto) -> dict:
+    """Every tensor's element type, by shape inference on the model's structure (its weights are
+    placeholders there: nothing large is serialised)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:
@@ -279,8 +307,9 @@ def _recorded(builder, session: ModelSession, name: str, shapes: dict, types: di
     """The activation ``name`` as the rules read it: the model's tensor holding its values, in
     float32."""
     if name not in shapes:
-        raise ModelError(f"exbp compile needs the shape of tensor {name!r}, which shape inference "
-                         "could not give; export the model with static shapes")
+        raise ModelError(f"exbp compile cannot follow the batch axis of tensor {name!r} (its shape "
+                         "changes other than by doubling from a batch of one to two); export the "
+                         "model with a fixed batch size")
     source = session.canonical.recorded_as.get(name, name)
     elem = types.get(source, onnx.TensorProto.FLOAT)
     dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else np.dtype(np.float32)
@@ -371,7 +400,7 @@ class CompiledRunner:
         spec = _targets_form(targets)
         if spec is None:
             return None
-        classes = _classes(self.session)
+        classes = self.session.classes
         if spec == "input":
             target_array = resolve_targets(targets, np.zeros((x.shape[0], classes), np.float32), labels)
             form = ("input", target_array.shape[1])
@@ -417,10 +446,11 @@ class CompiledRunner:
         targets, count = form
         try:
             model = compile_session(self.session, layer, methods, targets, max(count, 1),
-                                    size if size is not None else False, (1,) + tuple(shape[1:]))
-        except (ModelError, TypeError, InputError):
+                                    size if size is not None else False, (1,) + tuple(shape[1:]),
+                                    with_weights=False)
+        except (ModelError, InputError):
             return None       # beyond what exbp compile writes: the walk explains it
-        return SharedSession(model, self.session.constants.host), compiled_layers(model)
+        return SharedSession(model, self.session.constants.host), compiled_metadata(model)["layers"]
 
 
 class SharedSession:
@@ -436,19 +466,22 @@ class SharedSession:
         model_input = self.session.get_inputs()[0]
         self.input_type = np.float16 if model_input.type == "tensor(float16)" else np.float32
         self.reads_targets = any(i.name == TARGETS_INPUT for i in self.session.get_inputs())
+        self._gives_targets = any(o.name == TARGETS_OUTPUT for o in self.session.get_outputs())
 
     def run(self, feeds, methods):
         names = [LOGITS_OUTPUT, *(map_output(m) for m in methods)]
-        if any(o.name == TARGETS_OUTPUT for o in self.session.get_outputs()):
+        if self._gives_targets:
             names.append(TARGETS_OUTPUT)
         return dict(zip(names, self.session.run(names, feeds)))
 
 
-def compiled_layers(model: onnx.ModelProto) -> dict:
+def compiled_metadata(model: onnx.ModelProto) -> Optional[dict]:
+    """What ``exbp compile`` recorded in a compiled model (methods, layers, targets, map outputs,
+    resize), or None for a model it did not write."""
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
-            return json.loads(prop.value)["layers"]
-    return {}
+            return json.loads(prop.value)
+    return None
 
 
 def _targets_form(targets) -> Optional[str]:
@@ -461,7 +494,3 @@ def _targets_form(targets) -> Optional[str]:
         return None
     return "input"
 
-
-def _classes(session: ModelSession) -> Optional[int]:
-    shape = session.graph.shapes.get(session.logits) or ()
-    return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None

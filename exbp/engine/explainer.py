@@ -110,8 +110,7 @@ class Explainer:
     @property
     def classes(self) -> Optional[int]:
         """The number of classes, when the logits' shape is known before running."""
-        shape = self.session.graph.shapes.get(self.session.logits) or ()
-        return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+        return self.session.classes
 
     def resolve_layer(self, layer: str) -> str:
         """The tensor a layer name (tensor, node or removed tensor) means; LayerError if none."""

@@ -92,6 +92,12 @@ class ModelSession:
         self._forward: Optional[Recorder] = None
         self._lock = threading.Lock()
 
+    @property
+    def classes(self) -> Optional[int]:
+        """The number of classes, when the logits' shape is known before running."""
+        shape = self.graph.shapes.get(self.logits) or ()
+        return shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+
     # ---- layers -------------------------------------------------------------------------------
 
     def shapes(self, input_shape: Optional[Sequence[int]] = None):
