@@ -245,8 +245,9 @@ def _run_shapes(session: ModelSession, plans, example: tuple, dynamic_batch: boo
     onnxruntime's shapes for a batch of one and of two (exactly what the compiled graph will
     meet — shape inference and onnxruntime disagree on some pooling windows), an axis that
     doubles being the batch size times its size at one."""
-    names = frozenset().union(*(plan.values | plan.shapes | {step.node.outputs[0] for step in plan.steps}
-                                for plan in plans)) | {session.logits}
+    names = frozenset().union(*(plan.values | plan.shapes | {  # and the outputs whose winners are read
+        step.node.outputs[0] for step in plan.steps if Recorded.WINNERS in step.variant.derived}
+        for plan in plans)) | {session.logits}
 
     graph = session.graph
     names -= set(graph.constants)
